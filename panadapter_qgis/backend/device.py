@@ -1,0 +1,48 @@
+"""Device choice (CUDA when present, else CPU), autocast for the deep models, and CUDA out-of-memory back-off."""
+from .errors import PansharpenError
+
+TORCH_MISSING = ("PyTorch is not installed in the Python that QGIS uses. Install it into that Python "
+                 "(for example `python3 -m pip install torch` on Linux, the OSGeo4W Shell on Windows, or "
+                 "QGIS's bundled Python on macOS) and restart QGIS; the plugin's 'Device and dependencies' "
+                 "help gives the exact commands.")
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise PansharpenError(TORCH_MISSING) from exc
+    return torch
+
+
+def select_device(name="auto"):
+    """'auto' | 'cpu' | 'cuda' (or an index 0/1/2 as in the DEVICE enum) -> torch.device."""
+    torch = import_torch()
+    if isinstance(name, int):
+        name = ("auto", "cpu", "cuda")[name]
+    name = (name or "auto").lower()
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PansharpenError("CUDA was requested but PyTorch sees no CUDA GPU here (torch "
+                                  f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Choose "
+                                  "the CPU or 'auto'.")
+        return torch.device(name)
+    if name != "auto":
+        raise PansharpenError(f"Unknown device '{name}': use auto, cpu or cuda.")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe(device) -> str:
+    torch = import_torch()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"CUDA {props.name} ({props.total_memory / 2**30:.1f} GiB)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    torch = import_torch()
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "CUDA out of memory" in str(exc)

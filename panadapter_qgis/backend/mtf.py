@@ -1,0 +1,328 @@
+"""Sensor MTF filters, the 23-tap interpolator and Wald degradation, in torch (CPU or CUDA).
+
+Geometry convention (GeoTIFF, corner-aligned grids): MS pixel ``i`` covers PAN pixels ``r*i .. r*i + r - 1``,
+so its centre lies at PAN coordinate ``r*i + (r - 1)/2``, half a PAN pixel off a PAN pixel centre when the
+ratio is even. The standard toolbox (METHODS.md §3.1) assumes co-centred pixels and shifts the image by
+``(r - 1)/2`` PAN pixels; here every filter is placed at the true block centre instead:
+
+* interpolation (``upsample``): the toolbox's 23-tap half-band filter cascaded to ``2r`` and read at the
+  odd phases, which is exactly the toolbox interpolator sampled at the block centres;
+* decimation (``decimate``): for even ratios the low-pass kernel is convolved with ``[1/2, 1/2]`` so that its
+  centre falls between pixels, then sampled every ``r`` pixels.
+
+A degradation followed by an interpolation is therefore shift-free, and real GeoTIFF pairs are fused in
+register with their georeference (the peers of ``make bench`` see the same geometry).
+
+All image tensors are ``(B, C, H, W)``. Filters are applied "valid": callers pass arrays with a halo
+(see ``tiling``), so that a tile gives exactly the same numbers as the whole image.
+"""
+from functools import lru_cache
+from math import log, sqrt
+
+import numpy as np
+
+N_TAPS = 41  # genMTF.m / MTF_PAN.m filter size
+
+# interp23tap.m: half of the symmetric 23-tap CDF half-band filter (centre first), times 2.
+_CDF23_HALF = 2.0 * np.array([0.5, 0.305334091185, 0.0, -0.072698593239, 0.0, 0.021809577942, 0.0,
+                              -0.005192756653, 0.0, 0.000807762146, 0.0, -0.000060081482])
+
+
+def cdf23_kernel() -> np.ndarray:
+    """The 23-tap interpolation filter of ``interp23tap.m`` (sums to 2: a x2 zero-insertion filter)."""
+    return np.concatenate([_CDF23_HALF[:0:-1], _CDF23_HALF])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MTF-matched Gaussian filters (genMTF.m, MTF_PAN.m, LPfilterGauss.m)
+
+def _fspecial_gaussian(n: int, sigma: float) -> np.ndarray:
+    t = np.arange(n) - (n - 1) / 2.0
+    g = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2.0 * sigma ** 2))
+    return g / g.sum()
+
+
+def _kaiser2d(n: int, beta: float) -> np.ndarray:
+    """Radially symmetric Kaiser window (the Python port's ``kaiser2d``), zero outside the circle."""
+    t = np.arange(-(n - 1) / 2.0, (n + 1) / 2.0) / (n - 1)
+    t1, t2 = np.meshgrid(t, t)
+    radius = np.sqrt(t1 ** 2 + t2 ** 2)
+    w1 = np.kaiser(n, beta)
+    w = np.interp(radius, t, w1)
+    w[radius > t[-1]] = 0.0
+    return w
+
+
+def _fir_filter_wind(hd: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Frequency-sampling design with a window (``fwind1``), normalised to unit DC gain."""
+    hd = np.rot90(np.fft.fftshift(np.rot90(hd, 2)), 2)
+    h = np.fft.fftshift(np.fft.ifft2(hd))
+    h = np.rot90(h, 2).real * window
+    return h / h.sum()
+
+
+def _gaussian_design(alpha: float, n: int) -> np.ndarray:
+    h = _fspecial_gaussian(n, alpha)
+    return _fir_filter_wind(h / h.max(), _kaiser2d(n, 0.5))
+
+
+@lru_cache(maxsize=64)
+def mtf_kernel_2d(gnyq: float, ratio: int, n: int = N_TAPS) -> np.ndarray:
+    """The (n, n) MTF-matched Gaussian of ``genMTF.m``: amplitude ``gnyq`` at the MS Nyquist frequency."""
+    fcut = 1.0 / ratio
+    alpha = sqrt(((n - 1) * (fcut / 2.0)) ** 2 / (-2.0 * log(gnyq)))
+    return _gaussian_design(alpha, n)
+
+
+@lru_cache(maxsize=16)
+def lpfilter_gauss_kernel_2d(ratio: int, n: int = N_TAPS) -> np.ndarray:
+    """``LPfilterGauss.m`` (GNyq 0.3; its alpha uses n, not n - 1), used by BT-H and the PAN equalisation."""
+    fcut = 1.0 / ratio
+    alpha = sqrt((n * (fcut / 2.0)) ** 2 / (-2.0 * log(0.3)))
+    return _gaussian_design(alpha, n)
+
+
+def separable_factor(kernel_2d: np.ndarray):
+    """Rank-1 factor ``k`` with ``outer(k, k) ~= kernel_2d`` and the relative max error of that product.
+
+    The toolbox filters are Gaussians in frequency, windowed by a radial Kaiser window that is almost flat
+    (beta 0.5) where the kernel is not negligible: the rank-1 residual is below 1e-3 of the peak
+    (``tests/test_mtf.py`` checks it), while filtering separably costs 2n instead of n^2 operations.
+    """
+    u, s, vt = np.linalg.svd(kernel_2d)
+    k = u[:, 0] * sqrt(s[0])
+    k = k * np.sign(k.sum())
+    k = k / k.sum()
+    err = np.abs(np.outer(k, k) - kernel_2d).max() / np.abs(kernel_2d).max()
+    return k, float(err)
+
+
+@lru_cache(maxsize=64)
+def mtf_kernel_1d(gnyq: float, ratio: int) -> np.ndarray:
+    return separable_factor(mtf_kernel_2d(float(gnyq), int(ratio)))[0]
+
+
+@lru_cache(maxsize=16)
+def lpfilter_gauss_kernel_1d(ratio: int) -> np.ndarray:
+    return separable_factor(lpfilter_gauss_kernel_2d(int(ratio)))[0]
+
+
+@lru_cache(maxsize=16)
+def atrous_lowpass_kernel_1d(ratio: int) -> np.ndarray:
+    """Approximation (low-pass) kernel of the a-trous B3-spline transform after log2(ratio) levels (AWLP)."""
+    levels = max(1, int(round(np.log2(ratio))))
+    b3 = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    kernel = np.array([1.0])
+    for level in range(levels):
+        dilated = np.zeros(4 * 2 ** level + 1)
+        dilated[:: 2 ** level] = b3
+        kernel = np.convolve(kernel, dilated)
+    return kernel
+
+
+@lru_cache(maxsize=16)
+def bicubic_decimation_kernel_1d(ratio: int) -> np.ndarray:
+    """MATLAB ``imresize(x, 1/ratio)`` (bicubic, antialiased): Keys a=-0.5 stretched by the ratio.
+
+    Centred on the block centre; its length has the parity of the ratio, as ``decimate`` requires.
+    """
+    length = 4 * ratio if ratio % 2 == 0 else 4 * ratio + 1
+    t = (np.arange(length) - (length - 1) / 2.0) / ratio
+    a = np.abs(t)
+    w = np.where(a <= 1, 1.5 * a ** 3 - 2.5 * a ** 2 + 1,
+                 np.where(a < 2, -0.5 * a ** 3 + 2.5 * a ** 2 - 4 * a + 2, 0.0))
+    return w / w.sum()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Interpolator
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+@lru_cache(maxsize=16)
+def interp_kernel(ratio: int):
+    """Polyphase interpolation kernel ``K`` and its first offset ``m_min``.
+
+    ``out[p] = sum_i ms[i] * K[p - r*i - m_min]``: the weight of MS pixel ``i`` at PAN pixel ``p``.
+    For ratios that are powers of two this is the toolbox 23-tap interpolator (x2 stages cascaded up to
+    ``2r``, read at the block centres). Other ratios use the toolbox's general design, a Hamming-windowed
+    sinc with cut-off ``1/r`` (``interp23tapGeneral``: ``r * fir1(44, 1/r)``), evaluated at the block centres.
+    Each polyphase component sums to one, so a constant image stays constant.
+    """
+    r = int(ratio)
+    if r == 1:
+        return np.array([1.0]), 0
+    if _is_power_of_two(r):
+        h = cdf23_kernel()
+        g = np.array([1.0])
+        stages = int(np.log2(2 * r))
+        for s in range(stages):  # g = h * h(z^2) * h(z^4) ...: zero insertion by 2**stages then filtering
+            dilated = np.zeros((len(h) - 1) * 2 ** s + 1)
+            dilated[:: 2 ** s] = h
+            g = np.convolve(g, dilated)
+        g = g / (2 ** stages)  # each stage has gain 2
+        centre = (len(g) - 1) // 2
+        # K(m) = g_c(2m + 1 - r), g_c centred: keep the offsets m whose index falls inside g
+        m_min = int(np.ceil((-centre + r - 1) / 2.0))
+        m_max = int(np.floor((centre + r - 1) / 2.0))
+        k = np.array([g[centre + 2 * m + 1 - r] for m in range(m_min, m_max + 1)]) * r
+    else:
+        half = 22.0  # fir1(44, ...) spans 45 taps on the PAN grid
+        shift = (r - 1) / 2.0
+        m_min = int(np.ceil(-half + shift))
+        m_max = int(np.floor(half + shift))
+        x = np.arange(m_min, m_max + 1) - shift
+        hamming = 0.54 + 0.46 * np.cos(np.pi * x / (half + 1))
+        k = np.sinc(x / r) * hamming
+    # normalise each phase to unit gain
+    k = k.copy()
+    for phase in range(r):
+        idx = [t for t in range(len(k)) if (t + m_min) % r == phase]
+        k[idx] /= k[idx].sum()
+    return k, m_min
+
+
+def interp_halo(ratio: int) -> int:
+    """MS pixels of halo ``upsample`` needs on each side."""
+    k, m_min = interp_kernel(ratio)
+    m_max = m_min + len(k) - 1
+    return int(np.ceil(max(m_max, -m_min) / ratio)) + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch operations
+
+def _torch():
+    import torch
+    return torch
+
+
+def _kernel_tensor(kernels, channels, like):
+    """(C, L) float tensor from one 1-D kernel or a list of C kernels of equal length."""
+    torch = _torch()
+    arr = np.asarray(kernels, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = np.broadcast_to(arr, (channels, arr.shape[0]))
+    return torch.as_tensor(np.array(arr, copy=True), dtype=like.dtype, device=like.device)
+
+
+def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
+    """Separable depthwise correlation, 'valid' (no padding). ``x``: (B, C, H, W); kernels: (L,) or C x (L,).
+
+    With ``stride`` > 1 the output samples start at input index ``offset`` on both axes.
+    """
+    torch = _torch()
+    c = x.shape[1]
+    k = _kernel_tensor(kernels, c, x)
+    length = k.shape[1]
+    x = x[:, :, offset:, offset:]
+    x = torch.nn.functional.conv2d(x, k.view(c, 1, length, 1), stride=(stride, 1), groups=c)
+    return torch.nn.functional.conv2d(x, k.view(c, 1, 1, length), stride=(1, stride), groups=c)
+
+
+def filter_same(x, kernels):
+    """Separable depthwise filtering with replicate borders (``imfilter(..., 'replicate')``)."""
+    torch = _torch()
+    length = _kernel_tensor(kernels, x.shape[1], x).shape[1]
+    p = (length - 1) // 2
+    x = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate")
+    return filter_valid(x, kernels)
+
+
+def decimation_kernel(kernel_1d: np.ndarray, ratio: int) -> np.ndarray:
+    """Give an odd low-pass kernel the parity of the ratio (centre on the block centre for even ratios)."""
+    kernel_1d = np.asarray(kernel_1d, dtype=np.float64)
+    if (len(kernel_1d) - ratio) % 2:
+        kernel_1d = np.convolve(kernel_1d, [0.5, 0.5])
+    return kernel_1d
+
+
+def decimate(x, kernels, ratio: int, pad: int, n_out: int, first: int = 0):
+    """Low-pass and sample at the MS block centres.
+
+    ``x``: (B, C, H, W) on the PAN grid, where input index ``q`` holds PAN coordinate ``q - pad``.
+    Returns (B, C, n_out, n_out_w) for MS pixels ``first .. first + n_out - 1`` (both axes use ``first``;
+    ``n_out`` may be a pair (rows, cols)). ``kernels`` must already have the parity of the ratio
+    (``decimation_kernel``).
+    """
+    k = np.asarray(kernels, dtype=np.float64)
+    length = k.shape[-1]
+    start = ratio * first + pad + (ratio - length) // 2
+    if start < 0:
+        raise ValueError("decimate: halo too small")
+    rows, cols = (n_out, n_out) if np.isscalar(n_out) else n_out
+    stop_r = start + ratio * (rows - 1) + length
+    stop_c = start + ratio * (cols - 1) + length
+    if stop_r > x.shape[2] or stop_c > x.shape[3]:
+        raise ValueError("decimate: halo too small")
+    return filter_valid(x[:, :, :stop_r, :stop_c], kernels, stride=ratio, offset=start)
+
+
+def upsample(x, ratio: int, halo: int):
+    """Toolbox interpolation of an MS array with ``halo`` MS pixels on each side to the PAN grid.
+
+    ``x``: (B, C, h + 2*halo, w + 2*halo) -> (B, C, r*h, r*w), the interior only.
+    """
+    torch = _torch()
+    r = int(ratio)
+    if r == 1:
+        return x[:, :, halo:x.shape[2] - halo, halo:x.shape[3] - halo]
+    k_np, m_min = interp_kernel(r)
+    c = x.shape[1]
+    k = _kernel_tensor(k_np, c, x)
+    length = k.shape[1]
+    h_in, w_in = x.shape[2] - 2 * halo, x.shape[3] - 2 * halo
+    # conv_transpose with stride r == zero insertion + filtering; output index jj holds PAN coordinate
+    # jj - r*halo + m_min (relative to the interior's first PAN pixel).
+    y = torch.nn.functional.conv_transpose2d(x, k.view(c, 1, length, 1), stride=(r, 1), groups=c)
+    start = r * halo - m_min
+    y = y[:, :, start:start + r * h_in]
+    y = torch.nn.functional.conv_transpose2d(y, k.view(c, 1, 1, length), stride=(1, r), groups=c)
+    return y[:, :, :, start:start + r * w_in]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Whole-array conveniences (tests, the degrade algorithm, metrics): replicate borders
+
+def upsample_image(ms, ratio: int):
+    """(B, C, h, w) -> (B, C, r*h, r*w) with replicate borders."""
+    torch = _torch()
+    halo = interp_halo(ratio)
+    return upsample(torch.nn.functional.pad(ms, (halo,) * 4, mode="replicate"), ratio, halo)
+
+
+def degrade_image(x, kernels, ratio: int):
+    """Low-pass with per-channel kernels and sample at block centres: (B, C, H, W) -> (B, C, H//r, W//r)."""
+    torch = _torch()
+    kernels = np.asarray(kernels, dtype=np.float64)
+    if kernels.ndim == 1:
+        kernels = decimation_kernel(kernels, ratio)
+    else:
+        kernels = np.stack([decimation_kernel(k, ratio) for k in kernels])
+    pad = ratio * (kernels.shape[-1] // ratio + 1)
+    xp = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+    return decimate(xp, kernels, ratio, pad, (x.shape[2] // ratio, x.shape[3] // ratio))
+
+
+def lowpass_mtf(x, gnyqs, ratio: int):
+    """Each channel filtered with its sensor MTF Gaussian at the same scale (replicate borders)."""
+    return filter_same(x, [mtf_kernel_1d(float(g), int(ratio)) for g in gnyqs])
+
+
+def wald_degrade(pan, ms, ratio: int, ms_gains, pan_gain: float, pan_mode: str = "mtf"):
+    """Wald's protocol: (B,1,H,W), (B,C,h,w) -> reduced-resolution PAN (B,1,H/r,W/r) and MS (B,C,h/r,w/r).
+
+    MS: sensor MTF-matched Gaussian then decimation (``resize_images.m``). PAN: its MTF then decimation
+    (``pan_mode='mtf'``, PanCollection's ``mtf_resize``) or antialiased bicubic (``'bicubic'``, the MATLAB
+    ``imresize`` of ``resize_images.m``).
+    """
+    ms_lr = degrade_image(ms, [mtf_kernel_1d(float(g), ratio) for g in ms_gains], ratio)
+    if pan_mode == "mtf":
+        pan_lr = degrade_image(pan, mtf_kernel_1d(float(pan_gain), ratio), ratio)
+    elif pan_mode == "bicubic":
+        pan_lr = degrade_image(pan, bicubic_decimation_kernel_1d(ratio), ratio)
+    else:
+        raise ValueError(f"pan_mode must be 'mtf' or 'bicubic', not {pan_mode!r}")
+    return pan_lr, ms_lr

@@ -1,0 +1,190 @@
+"""Entry point of the classical methods: PAN/MS files in, fused GeoTIFF out (docs/BACKEND_API.md).
+
+layer paths -> ``raster`` (checks, aligned windows) -> statistics pass -> ``method.fit`` -> ``tiling`` loop
+with ``method.apply`` on the device -> ``raster`` writer (renamed into place only on success).
+"""
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import raster
+from .classical import create_method
+from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
+from .device import describe, import_torch, select_device
+from .errors import PansharpenError
+from .sensors import sensor_by_index
+from .tiling import Tile, run_tiles, tile_grid
+
+STATS_TILE_MS = 256              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
+MAX_STATS_PAN_PIXELS = 48 * 2**20  # above this, statistics use a regular subset of the statistics tiles
+MAX_SUMMARY_SAMPLES = 4 * 2**20    # MS pixels per band sampled for percentiles
+
+
+class TileSource:
+    """Reads a tile with its halo as numpy arrays, and turns them into a TileContext on the device."""
+
+    def __init__(self, info: raster.PairInfo, halo: int, device, gains, pan_gain):
+        self.info, self.halo, self.device = info, halo, device
+        self.gains, self.pan_gain = gains, pan_gain
+        self.reader = raster.PairReader(info)
+
+    def read(self, tile: Tile):
+        r, h = self.info.ratio, self.halo
+        ms = self.reader.read_ms(tile.r0 - h, tile.r1 + h, tile.c0 - h, tile.c1 + h)
+        pan = self.reader.read_pan(r * (tile.r0 - h), r * (tile.r1 + h), r * (tile.c0 - h), r * (tile.c1 + h))
+        return pan, ms
+
+    def context(self, tile: Tile, data):
+        torch = import_torch()
+        pan, ms = data
+        pan_t = torch.from_numpy(pan).to(self.device)[None]
+        ms_t = torch.from_numpy(ms).to(self.device)[None]
+        ctx = TileContext(pan_t, ms_t, self.halo, self.info.ratio, self.gains, self.pan_gain)
+        return ctx, self.valid_masks(ctx, pan, ms, tile)
+
+    def valid_masks(self, ctx, pan, ms, tile):
+        """(PAN-scale mask, MS-scale mask) of the tile interior, or (None, None) when there is no nodata."""
+        torch = import_torch()
+        info, h, r = self.info, self.halo, self.info.ratio
+        ms_in = ms[:, h:h + tile.rows, h:h + tile.cols]
+        pan_in = pan[0, r * h:r * (h + tile.rows), r * h:r * (h + tile.cols)]
+        ms_ok = np.ones(ms_in.shape[1:], dtype=bool)
+        if info.ms_nodata is not None:
+            nd = info.ms_nodata
+            ms_ok &= ~(np.isnan(ms_in) if math.isnan(nd) else ms_in == np.float32(nd)).any(0)
+        ms_ok &= np.isfinite(ms_in).all(0)
+        pan_ok = np.isfinite(pan_in)
+        if info.pan_nodata is not None and not math.isnan(info.pan_nodata):
+            pan_ok &= pan_in != np.float32(info.pan_nodata)
+        if ms_ok.all() and pan_ok.all():
+            return None, None
+        full = np.repeat(np.repeat(ms_ok, r, 0), r, 1) & pan_ok
+        lr = ms_ok & pan_ok.reshape(tile.rows, r, tile.cols, r).all(axis=(1, 3))
+        return torch.from_numpy(full).to(self.device), torch.from_numpy(lr).to(self.device)
+
+
+def _band_summary(info: raster.PairInfo):
+    """Exact per-band minima and a 1st percentile from a regular sample of the MS grid."""
+    reader = raster.PairReader(info)
+    step = max(1, int(math.ceil(math.sqrt(info.rows * info.cols / MAX_SUMMARY_SAMPLES))))
+    mins = np.full(len(info.ms_bands), np.inf)
+    samples = []
+    for r0 in range(0, info.rows, 256):
+        block = reader.read_ms(r0, min(r0 + 256, info.rows), 0, info.cols).reshape(len(info.ms_bands), -1)
+        ok = np.isfinite(block).all(0)
+        if info.ms_nodata is not None and not math.isnan(info.ms_nodata):
+            ok &= ~(block == np.float32(info.ms_nodata)).any(0)
+        valid = block[:, ok]
+        if valid.size:
+            mins = np.minimum(mins, valid.min(1))
+        rows = np.arange(r0, min(r0 + 256, info.rows))
+        keep = (rows % step == 0)[:, None] & (np.arange(info.cols) % step == 0)[None, :]
+        samples.append(block[:, keep.ravel() & ok])
+    sample = np.concatenate(samples, 1)
+    if sample.shape[1] == 0:
+        raise PansharpenError("The MS raster has no valid pixel in the PAN/MS overlap (all nodata).")
+    return mins, np.percentile(sample, 1, axis=1)
+
+
+def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=None, is_cancelled=None) -> Stats:
+    bands = len(info.ms_bands)
+    stats = Stats()
+    if method.needs_band_summary:
+        stats.band_min, stats.band_p1 = _band_summary(info)
+    if not method.pan_stats and not method.lr_stats:
+        return stats
+    stats.pan = Moments(feature_names(method.pan_stats, bands))
+    stats.lr = Moments(feature_names(method.lr_stats, bands))
+    tiles = tile_grid(info.rows, info.cols, STATS_TILE_MS)
+    pan_pixels = info.out_rows * info.out_cols
+    if pan_pixels > MAX_STATS_PAN_PIXELS:
+        keep = int(math.ceil(pan_pixels / MAX_STATS_PAN_PIXELS))
+        tiles = tiles[keep // 2::keep] or tiles[:1]
+
+    def process(tile, data):
+        ctx, (valid, valid_lr) = source.context(tile, data)
+        if method.pan_stats:
+            stats.pan.add(stack_features(ctx, method.pan_stats),
+                          None if valid is None else valid.reshape(-1))
+        if method.lr_stats:
+            stats.lr.add(stack_features(ctx, method.lr_stats),
+                         None if valid_lr is None else valid_lr.reshape(-1))
+
+    run_tiles(tiles, source.read, process, progress=progress, is_cancelled=is_cancelled)
+    for m in (stats.pan, stats.lr):
+        if m.names and m.count < 2:
+            raise PansharpenError("The PAN/MS overlap has too few valid pixels to estimate the method's "
+                                  "statistics (check the nodata values).")
+    return stats
+
+
+def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf_glp_fs", *, sensor: int = 0,
+               ms_bands=None, device="auto", tile_size: int = 1024, float32: bool = False,
+               progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
+               log: Optional[Callable] = None) -> dict:
+    """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``."""
+    t_start = time.perf_counter()
+    log = log or (lambda msg: None)
+    torch = import_torch()
+    m = create_method(method)
+    if not output_path:
+        raise PansharpenError("No output file was given.")
+    for p in (pan_path, ms_path):
+        if p and os.path.abspath(p) == os.path.abspath(output_path):
+            raise PansharpenError("The output file must not be one of the input rasters.")
+    info = raster.inspect_pair(pan_path, ms_path, ms_bands, m.min_bands)
+    for note in info.notes:
+        log(note)
+    dev = select_device(device)
+    sens = sensor_by_index(sensor)
+    ms_count = raster.open_raster(ms_path, "MS").RasterCount
+    gains = sens.gains_for(info.ms_bands, band_count=ms_count)
+    log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
+        f"device {describe(dev)}.")
+    halo = m.halo(info.ratio)
+    source = TileSource(info, halo, dev, gains, sens.pan_gain)
+
+    has_stats = bool(m.pan_stats or m.lr_stats or m.needs_band_summary)
+    split = 0.3 if has_stats else 0.0
+    report = (lambda a, b: (lambda f: progress(a + (b - a) * f))) if progress else (lambda a, b: None)
+    tile_ms = max(1, int(tile_size) // info.ratio)
+
+    gdal_cache = None
+    try:
+        from osgeo import gdal
+        gdal_cache = gdal.GetCacheMax()
+        gdal.SetCacheMax(min(gdal_cache, 256 * 2**20))
+        with torch.inference_mode():
+            stats = compute_stats(m, source, info, report(0.0, split), is_cancelled)
+            params = m.fit(stats, len(info.ms_bands))
+            writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
+            try:
+                def process(tile, data):
+                    ctx, (valid, _) = source.context(tile, data)
+                    fused = m.apply(ctx, params)[0].float().cpu().numpy()
+                    return writer.to_output(fused, None if valid is None else valid.cpu().numpy())
+
+                def write(tile, out):
+                    writer.write(out, tile.r0 * info.ratio, tile.c0 * info.ratio)
+
+                run_tiles(tile_grid(info.rows, info.cols, tile_ms), source.read, process, write,
+                          report(split, 1.0), is_cancelled)
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+    except PansharpenError:
+        raise
+    except MemoryError as exc:
+        raise PansharpenError("Out of memory: lower TILE_SIZE and run again.") from exc
+    except RuntimeError as exc:
+        raise PansharpenError(f"{m.name} failed: {exc}") from exc
+    finally:
+        if gdal_cache is not None:
+            gdal.SetCacheMax(gdal_cache)
+    seconds = time.perf_counter() - t_start
+    return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
+                bands=len(info.ms_bands), seconds=seconds, device=str(dev), method=m.id)
