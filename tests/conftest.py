@@ -1,0 +1,64 @@
+"""Shared fixtures: real data from ../shared/data, the panadapter provider in the Processing registry."""
+import os
+
+# Before anything imports Qt: no display on CI. (pytest-qgis also sets it when qgis_gui_enabled = false.)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+# DESIGN.md: the classical algorithm ids users and models rely on.
+CLASSICAL_IDS = ("upsample", "brovey", "ihs", "gs", "gsa", "pca", "mtf_glp", "mtf_glp_hpm", "mtf_glp_fs",
+                 "bdsd_pc", "awlp", "pracs")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared real scenes (never copied into the repository); skips the test when absent."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared test data not found at {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def istanbul(data_dir):
+    """Landsat 8 Istanbul pair: real georeference, ratio 2, 3 bands (blue, green, red)."""
+    scene = data_dir / "pansharpening" / "landsat8_istanbul"
+    if not (scene / "pan.tif").is_file():
+        pytest.skip(f"scene not found: {scene}")
+    return scene / "pan.tif", scene / "ms.tif"
+
+
+_REGISTERED = {}  # the Python provider object must stay referenced, or sip drops its Python overrides
+
+
+@pytest.fixture
+def panadapter_provider(qgis_app, qgis_processing):
+    """The ``panadapter`` provider, registered in ``QgsApplication.processingRegistry()``.
+
+    Registered once per session; a test that unloads the plugin removes it (the registry deletes it), and
+    the next test that asks for it registers a new one.
+    """
+    from qgis.core import QgsApplication
+
+    from panadapter_qgis.processing.provider import PanAdapterProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("panadapter")
+    if provider is None:
+        provider = PanAdapterProvider()
+        assert registry.addProvider(provider)
+        _REGISTERED["panadapter"] = provider
+    return provider
+
+
+@pytest.fixture
+def backend_ready():
+    """Skip while the backend's pipeline has not landed yet; once its files exist, failures are real."""
+    backend = REPO_ROOT / "panadapter_qgis" / "backend"
+    if not (backend / "pipeline.py").is_file() or not (backend / "classical" / "__init__.py").is_file():
+        pytest.skip("panadapter_qgis/backend (pipeline, classical) is not there yet")

@@ -1,0 +1,133 @@
+"""The plugin through qgis_process, as scripts and servers use it, in a throwaway QGIS profile.
+
+Debian's /usr/bin/qgis_process wrapper is broken; its binary /usr/bin/qgis_process.bin works. It runs
+QGIS's own Python (/usr/bin/python3), which sees torch through PYTHONPATH pointing at this venv.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+from conftest import CLASSICAL_IDS, REPO_ROOT
+
+QGIS_PROCESS = os.environ.get("QGIS_PROCESS", "/usr/bin/qgis_process.bin")
+QGIS_PYTHON = "/usr/bin/python3"  # the interpreter QGIS embeds on Debian
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which(QGIS_PROCESS), reason=f"{QGIS_PROCESS} not installed"),
+]
+
+
+def qgis_env(profile, with_venv=True):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "PYTHONPATH")}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
+               QGIS_PLUGINPATH=str(REPO_ROOT))
+    if with_venv:  # torch and the rest of this venv, for QGIS's Python
+        env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]
+    return env
+
+
+def qgis_process(env, *args, timeout=300):
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    profile = tmp_path_factory.mktemp("qgis-profile")
+    env = qgis_env(profile)
+    enabled = qgis_process(env, "plugins", "enable", "panadapter_qgis")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return env
+
+
+def test_list_shows_the_provider_and_every_algorithm(env):
+    listed = qgis_process(env, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "PanAdapter pansharpening" in listed.stdout
+    for method_id in CLASSICAL_IDS:
+        assert f"panadapter:{method_id}\t" in listed.stdout, method_id
+
+
+def test_list_json_parses(env):
+    listed = qgis_process(env, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    provider = json.loads(listed.stdout)["providers"]["panadapter"]
+    assert provider["name"] == "PanAdapter pansharpening"
+    assert provider["default_raster_file_extension"] == "tif"
+    algorithms = provider["algorithms"]
+    assert {f"panadapter:{i}" for i in CLASSICAL_IDS} <= set(algorithms)
+    brovey = algorithms["panadapter:brovey"]
+    assert brovey["group"] == "Classical pansharpening"
+    assert brovey["short_description"]
+
+
+def test_help_json_describes_the_parameters(env):
+    shown = qgis_process(env, "help", "panadapter:mtf_glp_fs", "--json")
+    assert shown.returncode == 0, shown.stderr
+    described = json.loads(shown.stdout)
+    parameters = described["parameters"]
+    assert set(parameters) == {"PAN", "MS", "MS_BANDS", "SENSOR", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32",
+                               "OUTPUT"}
+    assert parameters["SENSOR"]["raw_definition"]["options"][2] == "WorldView-3"
+    assert described["algorithm_details"]["short_description"]
+    assert all(len(parameter["help"]) > 40 for parameter in parameters.values())
+
+
+def test_run_brovey_writes_a_geotiff_on_the_pan_grid(env, backend_ready, istanbul, tmp_path):
+    from osgeo import gdal, osr
+
+    pan, ms = istanbul
+    output = tmp_path / "brovey.tif"
+    ran = qgis_process(env, "run", "panadapter:brovey", f"--PAN={pan}", f"--MS={ms}", "--SENSOR=0",
+                       f"--OUTPUT={output}", "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = json.loads(ran.stdout)["results"]
+    assert results["OUTPUT"] == str(output)
+
+    fused, pan_ds = gdal.Open(str(output)), gdal.Open(str(pan))
+    assert fused.GetGeoTransform() == pytest.approx(pan_ds.GetGeoTransform())
+    assert osr.SpatialReference(fused.GetProjection()).IsSame(osr.SpatialReference(pan_ds.GetProjection()))
+    assert fused.RasterCount == gdal.Open(str(ms)).RasterCount
+    assert fused.RasterXSize <= pan_ds.RasterXSize and fused.RasterYSize <= pan_ds.RasterYSize
+    assert not list(tmp_path.glob("*.part.tif"))
+
+
+def test_a_user_error_is_a_clear_message_and_no_output(env, backend_ready, istanbul, tmp_path):
+    pan, ms = istanbul
+    output = tmp_path / "none.tif"
+    # PAN and MS swapped.
+    ran = qgis_process(env, "run", "panadapter:brovey", f"--PAN={ms}", f"--MS={pan}",
+                       f"--OUTPUT={output}")
+    assert ran.returncode != 0
+    errors = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("ERROR:")]
+    assert errors and len(errors[0]) > 40  # a sentence, not an exception name
+    assert "Traceback" not in ran.stdout + ran.stderr
+    assert not output.exists()
+
+
+def _system_python_has_torch():
+    try:
+        return subprocess.run([QGIS_PYTHON, "-c", "import torch"], capture_output=True,
+                              timeout=120).returncode == 0
+    except OSError:
+        return True  # cannot tell: do not run the test
+
+
+@pytest.mark.skipif(_system_python_has_torch(), reason="QGIS's own Python has torch installed")
+def test_without_torch_run_fails_with_install_instructions(istanbul, tmp_path):
+    env = qgis_env(tmp_path / "profile", with_venv=False)
+    assert qgis_process(env, "plugins", "enable", "panadapter_qgis").returncode == 0
+    pan, ms = istanbul
+    output = tmp_path / "fused.tif"
+    listed = qgis_process(env, "list")
+    assert "panadapter:mtf_glp_fs" in listed.stdout  # still loads in the toolbox
+    ran = qgis_process(env, "run", "panadapter:mtf_glp_fs", f"--PAN={pan}", f"--MS={ms}",
+                       f"--OUTPUT={output}")
+    assert ran.returncode != 0
+    assert "pip install --user torch" in ran.stdout + ran.stderr
+    assert not output.exists()
