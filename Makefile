@@ -14,7 +14,9 @@ QGIS_PROCESS := /usr/bin/qgis_process.bin
 PROFILE := $(CURDIR)/.qgis-profile
 PACKAGE := panadapter_qgis
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
-ZIP := dist/$(PACKAGE)-$(VERSION).zip
+DIST ?= dist
+ZIP_BUILD ?= build/zip
+ZIP = $(abspath $(DIST))/$(PACKAGE)-$(VERSION).zip
 
 # qgis_process runs QGIS's Python (/usr/bin/python3); torch lives in the venv, so hand it the venv's
 # site-packages. Debian's /usr/bin/qgis_process wrapper is broken: call qgis_process.bin directly.
@@ -127,21 +129,21 @@ bench: venv
 # caches, data or weights other than backend/weights/*.pt|*.json (and the registry's .py files there).
 zip:
 	@test -n "$(VERSION)" || { echo "no version= in metadata.txt" >&2; exit 1; }
-	@rm -rf build/zip && mkdir -p build/zip dist
+	@rm -rf $(ZIP_BUILD) && mkdir -p $(ZIP_BUILD) $(DIST)
 	@tar -C . --exclude='__pycache__' --exclude='*.pyc' --exclude='*.pyo' --exclude='.pytest_cache' \
 		--exclude='tests' --exclude='test_*.py' --exclude='*.part.tif' --exclude='*.tif' --exclude='*.tiff' \
 		--exclude='*.h5' --exclude='*.npy' --exclude='*.npz' --exclude='*.mat' \
 		--exclude='$(PACKAGE)/metadata.txt' --exclude='$(PACKAGE)/backend/weights/*' \
-		-cf - $(PACKAGE) | tar -C build/zip -xf -
+		-cf - $(PACKAGE) | tar -C $(ZIP_BUILD) -xf -
 	@if [ -d $(PACKAGE)/backend/weights ]; then \
-		mkdir -p build/zip/$(PACKAGE)/backend/weights; \
+		mkdir -p $(ZIP_BUILD)/$(PACKAGE)/backend/weights; \
 		find $(PACKAGE)/backend/weights -maxdepth 1 -type f \( -name '*.pt' -o -name '*.json' -o -name '*.py' \) \
-			-exec cp {} build/zip/$(PACKAGE)/backend/weights/ \; ; \
+			-exec cp {} $(ZIP_BUILD)/$(PACKAGE)/backend/weights/ \; ; \
 	fi
-	@cp metadata.txt LICENSE build/zip/$(PACKAGE)/
-	@cp -r resources build/zip/$(PACKAGE)/
+	@cp metadata.txt LICENSE $(ZIP_BUILD)/$(PACKAGE)/
+	@cp -r resources $(ZIP_BUILD)/$(PACKAGE)/
 	@rm -f $(ZIP)
-	@cd build/zip && $(SYSTEM_PYTHON) -m zipfile -c ../../$(ZIP) $(PACKAGE)
+	@cd $(ZIP_BUILD) && $(SYSTEM_PYTHON) -m zipfile -c $(ZIP) $(PACKAGE)
 	@$(SYSTEM_PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
 		n = [i for i in z.infolist() if not i.is_dir()]; \
 		print(f"Wrote {sys.argv[1]}: {len(n)} files, {sum(i.file_size for i in n) / 1e6:.2f} MB unpacked")' $(ZIP)

@@ -142,11 +142,22 @@ def test_parameters_follow_the_design(panadapter_provider):
     assert p["OUTPUT"].defaultFileExtension() == "tif"
 
 
-def _run_directly(algorithm_id, parameters):
+class RecordingFeedback(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.infos = []
+        self.progress_values = []
+        self.progressChanged.connect(self.progress_values.append)
+
+    def pushInfo(self, info):  # noqa: N802
+        self.infos.append(info)
+        super().pushInfo(info)
+
+
+def _run_directly(algorithm_id, parameters, feedback=None):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
     context = QgsProcessingContext()
-    feedback = QgsProcessingFeedback()
-    return algorithm.processAlgorithm(parameters, context, feedback)
+    return algorithm.processAlgorithm(parameters, context, feedback or QgsProcessingFeedback())
 
 
 def test_without_torch_running_explains_how_to_install_it(panadapter_provider, istanbul, tmp_path,
@@ -196,3 +207,27 @@ def test_run_in_qgis_writes_the_pan_grid(panadapter_provider, backend_ready, ist
     assert [fused.GetRasterBand(i).GetDescription() for i in (1, 2, 3)] == \
            [ms_ds.GetRasterBand(i).GetDescription() for i in (3, 2, 1)]
     assert fused.GetRasterBand(1).DataType == ms_ds.GetRasterBand(1).DataType
+
+
+def test_progress_and_messages_reach_the_feedback(panadapter_provider, backend_ready, istanbul, tmp_path):
+    pan, ms = istanbul
+    output = tmp_path / "gsa.tif"
+    feedback = RecordingFeedback()
+    results = _run_directly("panadapter:gsa", {"PAN": str(pan), "MS": str(ms), "TILE_SIZE": 128,
+                                               "OUTPUT": str(output)}, feedback)
+    assert results == {"OUTPUT": str(output)} and output.is_file()
+    assert feedback.progress_values and max(feedback.progress_values) == pytest.approx(100.0)
+    assert feedback.progress_values == sorted(feedback.progress_values)
+    assert any("Wrote 3 bands" in info for info in feedback.infos)
+
+
+def test_cancelling_stops_with_a_message_and_no_output(panadapter_provider, backend_ready, istanbul, tmp_path):
+    pan, ms = istanbul
+    output = tmp_path / "cancelled.tif"
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException, match="cancel"):
+        _run_directly("panadapter:mtf_glp", {"PAN": str(pan), "MS": str(ms), "TILE_SIZE": 128,
+                                             "OUTPUT": str(output)}, feedback)
+    assert not output.exists()
+    assert not list(tmp_path.iterdir())
