@@ -231,3 +231,16 @@ def test_cancelling_stops_with_a_message_and_no_output(panadapter_provider, back
                                              "OUTPUT": str(output)}, feedback)
     assert not output.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_layer_not_read_by_gdal_is_refused_with_advice(panadapter_provider, istanbul, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    pan, ms = istanbul
+    # A QGIS virtual raster (raster calculator on the fly) has no file GDAL could read.
+    uri = (f"?crs=EPSG:32635&extent=667642.5,4548607.5,676012.5,4554217.5&width=558&height=374"
+           f"&formula=%22p@1%22&p:uri={pan}&p:provider=gdal")
+    virtual = QgsRasterLayer(uri, "calculated PAN", "virtualraster")
+    assert virtual.isValid()
+    with pytest.raises(QgsProcessingException, match="GDAL only.*GeoTIFF"):
+        _run_directly("panadapter:brovey", {"PAN": virtual, "MS": str(ms), "OUTPUT": str(tmp_path / "x.tif")})
