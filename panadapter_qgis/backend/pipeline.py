@@ -19,7 +19,7 @@ from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
 
 STATS_TILE_MS = 256              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
-MAX_STATS_PAN_PIXELS = 48 * 2**20  # above this, statistics use a regular subset of the statistics tiles
+MAX_STATS_PAN_PIXELS = 16 * 2**20  # above this, statistics use a regular subset of the statistics tiles
 MAX_SUMMARY_SAMPLES = 4 * 2**20    # MS pixels per band sampled for percentiles
 
 

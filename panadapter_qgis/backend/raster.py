@@ -284,7 +284,7 @@ class GeoTiffWriter:
         self.np_type, self.vmin, self.vmax = dtype_range(self.gdal_type)
         self.nodata = self._choose_nodata(info)
         is_int = self.vmin is not None
-        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
                    f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
         driver = gdal.GetDriverByName("GTiff")
         try:
