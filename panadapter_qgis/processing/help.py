@@ -49,8 +49,8 @@ CLASSICAL_METHODS = {
     "mtf_glp": MethodHelp(
         "MTF-GLP (generalized Laplacian pyramid)",
         "Extracts the panchromatic detail with a low-pass filter that matches the sensor's optics (its "
-        "MTF) and adds it to each band with a regression gain. Good colour fidelity; choose the right "
-        "sensor so the filters match the image."),
+        "MTF) and adds it to each band, after matching the panchromatic image to the band's brightness "
+        "and contrast. Good colour fidelity; choose the right sensor so the filters match the image."),
     "mtf_glp_hpm": MethodHelp(
         "MTF-GLP with high-pass modulation (MTF-GLP-HPM)",
         "Like MTF-GLP, but the panchromatic detail is injected in proportion to each band's brightness "
@@ -64,7 +64,8 @@ CLASSICAL_METHODS = {
         "Band-dependent spatial detail, physically constrained (BDSD-PC)",
         "Estimates, for each band separately, how much panchromatic detail to inject and how to build the "
         "matching intensity, by a least-squares fit at reduced scale with physically sensible constraints "
-        "(non-negative weights). Accurate colours; needs the sensor's MTF, so set the sensor."),
+        "(the panchromatic detail is never subtracted). Accurate colours; needs the sensor's MTF, so set "
+        "the sensor."),
     "awlp": MethodHelp(
         "Additive wavelet luminance proportional (AWLP)",
         "Extracts the panchromatic detail with an undecimated (a trous) wavelet transform and injects it "
