@@ -200,6 +200,11 @@ def test_error_ratio_below_one(data_dir, tmp_path):
     _assert_error(tmp_path, pan3, ms_fine, ["below 1", "swapped"])
 
 
+def test_error_same_resolution(data_dir, tmp_path):
+    pan, _ = scene(data_dir, "landsat7_fusebox/scene_03")
+    _assert_error(tmp_path, pan, pan, ["same resolution"], method="upsample")
+
+
 def test_error_non_integer_ratio(data_dir, tmp_path):
     pan, ms = scene(data_dir, "landsat7_fusebox/scene_03")
     ms25 = _copy(ms, tmp_path / "ms25.tif", xRes=37.5, yRes=37.5, resampleAlg="average")

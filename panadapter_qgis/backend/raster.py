@@ -150,8 +150,9 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1)
     if abs(rx - ratio) > RATIO_TOLERANCE * ratio or abs(ry - ratio) > RATIO_TOLERANCE * ratio:
         raise PansharpenError(f"The PAN/MS resolution ratio is {rx:.3f} x {ry:.3f}, not close to an integer. "
                               "Resample the MS to a whole multiple of the PAN pixel size first.")
-    if ratio < 1:
-        raise PansharpenError("The PAN/MS resolution ratio is below 1.")
+    if ratio < 2:
+        raise PansharpenError("The MS has the same resolution as the PAN (ratio 1): there is nothing to "
+                              "sharpen. Check that the MS input is the multispectral image.")
 
     # processing grid: origin on a PAN corner, whole MS pixels inside both footprints
     px, py = pgt[1], pgt[5]  # py < 0 for north-up
