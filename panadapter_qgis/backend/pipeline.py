@@ -14,7 +14,7 @@ from . import raster
 from .classical import create_method
 from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
 from .device import describe, import_torch, select_device
-from .errors import PansharpenError
+from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
 
@@ -121,6 +121,7 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
     return stats
 
 
+@user_errors
 def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf_glp_fs", *, sensor: int = 0,
                ms_bands=None, device="auto", tile_size: int = 1024, float32: bool = False,
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import PansharpenError
+from .errors import PansharpenError, user_errors
 
 RATIO_TOLERANCE = 0.03  # relative distance to the nearest integer accepted as that integer (then warped)
 
@@ -97,6 +97,7 @@ class PairInfo:
         return self.cols * self.ratio
 
 
+@user_errors
 def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1) -> PairInfo:
     """Check a PAN/MS pair and derive the processing grid. Raises PansharpenError naming the problem."""
     gdal, osr = _gdal()

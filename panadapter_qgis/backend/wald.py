@@ -8,9 +8,11 @@ import numpy as np
 
 from . import mtf, raster
 from .device import import_torch
+from .errors import user_errors
 from .sensors import sensor_by_index
 
 
+@user_errors
 def degrade_pair(pan_path, ms_path, out_pan, out_ms, sensor=0, pan_mode="mtf", ms_bands=None):
     """Write the reduced-resolution PAN and MS; returns (PairInfo of the input, ratio).
 
