@@ -1,0 +1,134 @@
+"""Throughput and peak memory of every classical method against GDAL's pansharpening, on one real scene.
+
+    .venv/bin/python bench/bench_speed.py [--scene DIR] [--tiles N] [--methods a,b] [--large]
+
+The real scene (default ``../shared/data/pansharpening/wv3_cristianics``) is enlarged by repeating it N x N
+times into ``bench/out/`` (a GDAL VRT: nothing is copied), so the timings are not dominated by start-up.
+Each run is a separate process: wall time from the parent, peak resident memory (``ru_maxrss``) from
+``wait4``. Every tool writes the same output: a tiled GeoTIFF, DEFLATE level 1, in the MS data type.
+GDAL runs ``gdal_pansharpen.py`` (weighted Brovey, equal weights, cubic resampling, all CPUs).
+
+``--large`` builds a PAN of at least 20000 x 20000 pixels (Landsat-7 FuseBox scene, uint8, ratio 2) and
+reports the peak memory of ``brovey`` and ``mtf_glp_fs`` on it (target: under 2 GB).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from xml.sax.saxutils import escape
+
+from osgeo import gdal
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "pansharpening")
+OUT = os.path.join(HERE, "out")
+CREATION = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]
+SENSORS = {"wv3_cristianics": 2, "landsat8_istanbul": 8, "zhengzhou_4band": 0}
+
+
+def mosaic_vrt(src, dst, n):
+    """A VRT that repeats the raster ``src`` n x n times (no pixel is copied)."""
+    ds = gdal.Open(src)
+    w, h, bands = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    gt = ds.GetGeoTransform()
+    dtype = gdal.GetDataTypeName(ds.GetRasterBand(1).DataType)
+    lines = [f'<VRTDataset rasterXSize="{w * n}" rasterYSize="{h * n}">',
+             f"<SRS>{escape(ds.GetProjection())}</SRS>",
+             f"<GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"]
+    for b in range(1, bands + 1):
+        band = ds.GetRasterBand(b)
+        lines.append(f'<VRTRasterBand dataType="{dtype}" band="{b}">')
+        lines.append(f"<Description>{band.GetDescription()}</Description>")
+        if band.GetNoDataValue() is not None:
+            lines.append(f"<NoDataValue>{band.GetNoDataValue()}</NoDataValue>")
+        for i in range(n):
+            for j in range(n):
+                lines.append(f'<SimpleSource><SourceFilename relativeToVRT="0">{os.path.abspath(src)}'
+                             f'</SourceFilename><SourceBand>{b}</SourceBand>'
+                             f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                             f'<DstRect xOff="{j * w}" yOff="{i * h}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+        lines.append("</VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    with open(dst, "w") as f:
+        f.write("\n".join(lines))
+    return dst
+
+
+def timed(cmd, env=None):
+    """Run ``cmd`` under /usr/bin/time-like accounting: wall seconds and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    pid = os.posix_spawnp(cmd[0], cmd, env or os.environ,
+                          file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    _, status, usage = os.wait4(pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed with status {status}")
+    return seconds, usage.ru_maxrss / 1024.0
+
+
+def ours_cmd(method, pan, ms, out, sensor, tile):
+    code = ("import sys; sys.path.insert(0, %r); from panadapter_qgis.backend.pipeline import pansharpen; "
+            "pansharpen(%r, %r, %r, %r, sensor=%d, tile_size=%d)" % (REPO, pan, ms, out, method, sensor, tile))
+    return [sys.executable, "-c", code]
+
+
+def gdal_cmd(pan, ms, out):
+    cmd = ["gdal_pansharpen.py", "-q", "-r", "cubic", "-threads", "ALL_CPUS", pan, ms, out]
+    for co in CREATION:
+        cmd += ["-co", co]
+    return cmd
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scene", default=os.path.join(DATA, "wv3_cristianics"))
+    ap.add_argument("--sensor", type=int, default=None)
+    ap.add_argument("--tiles", type=int, default=6, help="mosaic the scene N x N times (default 6)")
+    ap.add_argument("--tile-size", type=int, default=1024)
+    ap.add_argument("--methods", default=None, help="comma-separated ids (default: all classical)")
+    ap.add_argument("--large", action="store_true", help="peak memory on a >= 20000 x 20000 PAN")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, REPO)
+    from panadapter_qgis.backend.classical import METHODS
+
+    os.makedirs(OUT, exist_ok=True)
+    if args.large:
+        scene = os.path.join(DATA, "landsat7_fusebox", "scene_01")
+        n = -(-20000 // gdal.Open(os.path.join(scene, "pan.tif")).RasterXSize)
+        methods = (args.methods or "brovey,mtf_glp_fs").split(",")
+        sensor = 8
+    else:
+        scene, n = args.scene, args.tiles
+        methods = args.methods.split(",") if args.methods else list(METHODS)
+        sensor = args.sensor if args.sensor is not None else SENSORS.get(os.path.basename(scene), 0)
+    if not os.path.isdir(scene):
+        sys.exit(f"scene not found: {scene} (pass --scene DIR with pan.tif and ms.tif)")
+    pan = mosaic_vrt(os.path.join(scene, "pan.tif"), os.path.join(OUT, "pan.vrt"), n)
+    ms = mosaic_vrt(os.path.join(scene, "ms.tif"), os.path.join(OUT, "ms.vrt"), n)
+    pds = gdal.Open(pan)
+    mpix = pds.RasterXSize * pds.RasterYSize / 1e6
+    print(f"scene {scene} repeated {n}x{n}: PAN {pds.RasterXSize} x {pds.RasterYSize} ({mpix:.1f} MP), "
+          f"MS {gdal.Open(ms).RasterCount} bands; {os.cpu_count()} CPUs; torch threads default")
+    rows = []
+    out = os.path.join(OUT, "fused.tif")
+    if not args.large:
+        secs, rss = timed(gdal_cmd(pan, ms, out))
+        rows.append(("gdal_pansharpen (Brovey)", secs, rss))
+    for m in methods:
+        secs, rss = timed(ours_cmd(m, pan, ms, out, sensor, args.tile_size))
+        rows.append((m, secs, rss))
+    if os.path.exists(out):
+        os.remove(out)
+    ref = rows[0][1] if not args.large else None
+    print(f"{'method':26s} {'seconds':>8s} {'MP/s':>7s} {'peak MiB':>9s} {'speed vs GDAL':>14s}")
+    for name, secs, rss in rows:
+        rel = f"{ref / secs:13.2f}x" if ref else "            -"
+        print(f"{name:26s} {secs:8.2f} {mpix / secs:7.2f} {rss:9.0f} {rel}")
+    with open(os.path.join(OUT, "bench_speed.json"), "w") as f:
+        json.dump(dict(scene=scene, mosaic=n, megapixels=mpix, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
