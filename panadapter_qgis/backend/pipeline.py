@@ -121,71 +121,143 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
     return stats
 
 
+class FusionJob:
+    """One PAN/MS pair and one classical method: checks, global statistics once, then any window or the
+    whole scene. ``pansharpen`` writes a file with it; the map preview fuses canvas windows with it and gets
+    exactly the pixels of a whole-scene run (the statistics are the whole image's).
+    """
+
+    @user_errors
+    def __init__(self, pan_path, ms_path, method="mtf_glp_fs", *, sensor=0, ms_bands=None, device="auto",
+                 log: Optional[Callable] = None):
+        import_torch()
+        self.method = create_method(method)
+        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, self.method.min_bands)
+        self.log = log or (lambda msg: None)
+        for note in self.info.notes:
+            self.log(note)
+        self.device = select_device(device)
+        sens = sensor_by_index(sensor)
+        ms_count = raster.open_raster(ms_path, "MS").RasterCount
+        gains = sens.gains_for(self.info.ms_bands, band_count=ms_count)
+        self.source = TileSource(self.info, self.method.halo(self.info.ratio), self.device, gains, sens.pan_gain)
+        self.params = None
+
+    @property
+    def has_stats(self):
+        m = self.method
+        return bool(m.pan_stats or m.lr_stats or m.needs_band_summary)
+
+    @user_errors
+    def fit(self, progress=None, is_cancelled=None):
+        """Global statistics and the method's coefficients (once; later calls return the cached ones)."""
+        if self.params is None:
+            torch = import_torch()
+            with torch.inference_mode(), _guard(self.method):
+                stats = compute_stats(self.method, self.source, self.info, progress, is_cancelled)
+                self.params = self.method.fit(stats, len(self.info.ms_bands))
+        return self.params
+
+    def fuse_tile(self, tile: Tile, data):
+        """(fused (C, r*rows, r*cols) float32 numpy, PAN-scale validity mask or None) of one tile."""
+        ctx, (valid, _) = self.source.context(tile, data)
+        fused = self.method.apply(ctx, self.params)[0].float().cpu().numpy()
+        return fused, None if valid is None else valid.cpu().numpy()
+
+    @user_errors
+    def fuse_window(self, row0, row1, col0, col1, is_cancelled=None):
+        """Float32 (C, row1-row0, col1-col0) of the output grid (PAN pixels), NaN where nodata.
+
+        The window is clipped to the output grid; returns (array, geotransform of the window).
+        """
+        info, r = self.info, self.info.ratio
+        row0, col0 = max(0, int(row0)), max(0, int(col0))
+        row1, col1 = min(info.out_rows, int(row1)), min(info.out_cols, int(col1))
+        if row1 <= row0 or col1 <= col0:
+            raise PansharpenError("The requested window is outside the PAN/MS overlap.")
+        self.fit(is_cancelled=is_cancelled)
+        tile = Tile(row0 // r, -(-row1 // r), col0 // r, -(-col1 // r))
+        torch = import_torch()
+        with torch.inference_mode(), _guard(self.method):
+            fused, valid = self.fuse_tile(tile, self.source.read(tile))
+        if valid is not None:
+            fused[:, ~valid] = np.nan
+        a, b = row0 - tile.r0 * r, col0 - tile.c0 * r
+        gt = info.out_geotransform
+        window_gt = (gt[0] + col0 * gt[1], gt[1], 0.0, gt[3] + row0 * gt[5], 0.0, gt[5])
+        return fused[:, a:a + row1 - row0, b:b + col1 - col0], window_gt
+
+    @user_errors
+    def write(self, output_path, *, float32=False, tile_size=1024, progress=None, is_cancelled=None):
+        """The whole scene into the GeoTIFF ``output_path`` (renamed into place only on success)."""
+        t_start = time.perf_counter()
+        info, m = self.info, self.method
+        if not output_path:
+            raise PansharpenError("No output file was given.")
+        for p in (info.pan_path, info.ms_path):
+            if os.path.abspath(p) == os.path.abspath(output_path):
+                raise PansharpenError("The output file must not be one of the input rasters.")
+        self.log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x "
+                 f"{len(info.ms_bands)}, device {describe(self.device)}.")
+        split = 0.3 if self.has_stats and self.params is None else 0.0
+        report = (lambda a, b: (lambda f: progress(a + (b - a) * f))) if progress else (lambda a, b: None)
+        tile_ms = max(1, int(tile_size) // info.ratio)
+        torch = import_torch()
+        from osgeo import gdal
+        gdal_cache = gdal.GetCacheMax()
+        gdal.SetCacheMax(min(gdal_cache, 256 * 2**20))
+        try:
+            self.fit(report(0.0, split), is_cancelled)
+            with torch.inference_mode(), _guard(m):
+                writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
+                try:
+                    def process(tile, data):
+                        return writer.to_output(*self.fuse_tile(tile, data))
+
+                    def write(tile, out):
+                        writer.write(out, tile.r0 * info.ratio, tile.c0 * info.ratio)
+
+                    run_tiles(tile_grid(info.rows, info.cols, tile_ms), self.source.read, process, write,
+                              report(split, 1.0), is_cancelled)
+                    writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+        finally:
+            gdal.SetCacheMax(gdal_cache)
+        return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
+                    bands=len(info.ms_bands), seconds=time.perf_counter() - t_start, device=str(self.device),
+                    method=m.id)
+
+
+class _guard:
+    """Turn torch/GDAL runtime failures inside a method into user errors."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None or issubclass(kind, PansharpenError):
+            return False
+        if issubclass(kind, MemoryError):
+            raise PansharpenError("Out of memory: lower TILE_SIZE and run again.") from exc
+        if issubclass(kind, RuntimeError):
+            raise PansharpenError(f"{self.method.name} failed: {exc}") from exc
+        return False
+
+
 @user_errors
 def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf_glp_fs", *, sensor: int = 0,
                ms_bands=None, device="auto", tile_size: int = 1024, float32: bool = False,
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
                log: Optional[Callable] = None) -> dict:
     """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``."""
-    t_start = time.perf_counter()
-    log = log or (lambda msg: None)
-    torch = import_torch()
-    m = create_method(method)
+    create_method(method)
     if not output_path:
         raise PansharpenError("No output file was given.")
-    for p in (pan_path, ms_path):
-        if p and os.path.abspath(p) == os.path.abspath(output_path):
-            raise PansharpenError("The output file must not be one of the input rasters.")
-    info = raster.inspect_pair(pan_path, ms_path, ms_bands, m.min_bands)
-    for note in info.notes:
-        log(note)
-    dev = select_device(device)
-    sens = sensor_by_index(sensor)
-    ms_count = raster.open_raster(ms_path, "MS").RasterCount
-    gains = sens.gains_for(info.ms_bands, band_count=ms_count)
-    log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
-        f"device {describe(dev)}.")
-    halo = m.halo(info.ratio)
-    source = TileSource(info, halo, dev, gains, sens.pan_gain)
-
-    has_stats = bool(m.pan_stats or m.lr_stats or m.needs_band_summary)
-    split = 0.3 if has_stats else 0.0
-    report = (lambda a, b: (lambda f: progress(a + (b - a) * f))) if progress else (lambda a, b: None)
-    tile_ms = max(1, int(tile_size) // info.ratio)
-
-    gdal_cache = None
-    try:
-        from osgeo import gdal
-        gdal_cache = gdal.GetCacheMax()
-        gdal.SetCacheMax(min(gdal_cache, 256 * 2**20))
-        with torch.inference_mode():
-            stats = compute_stats(m, source, info, report(0.0, split), is_cancelled)
-            params = m.fit(stats, len(info.ms_bands))
-            writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
-            try:
-                def process(tile, data):
-                    ctx, (valid, _) = source.context(tile, data)
-                    fused = m.apply(ctx, params)[0].float().cpu().numpy()
-                    return writer.to_output(fused, None if valid is None else valid.cpu().numpy())
-
-                def write(tile, out):
-                    writer.write(out, tile.r0 * info.ratio, tile.c0 * info.ratio)
-
-                run_tiles(tile_grid(info.rows, info.cols, tile_ms), source.read, process, write,
-                          report(split, 1.0), is_cancelled)
-                writer.commit()
-            except BaseException:
-                writer.abort()
-                raise
-    except PansharpenError:
-        raise
-    except MemoryError as exc:
-        raise PansharpenError("Out of memory: lower TILE_SIZE and run again.") from exc
-    except RuntimeError as exc:
-        raise PansharpenError(f"{m.name} failed: {exc}") from exc
-    finally:
-        if gdal_cache is not None:
-            gdal.SetCacheMax(gdal_cache)
-    seconds = time.perf_counter() - t_start
-    return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
-                bands=len(info.ms_bands), seconds=seconds, device=str(dev), method=m.id)
+    job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
+    return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
+                     is_cancelled=is_cancelled)
