@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "pansharpening")
 OUT = os.path.join(HERE, "out")
-CREATION = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]
+CREATION = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS",
+            "BIGTIFF=IF_SAFER"]
 SENSORS = {"wv3_cristianics": 2, "landsat8_istanbul": 8, "zhengzhou_4band": 0}
 
 
@@ -85,7 +86,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene", default=os.path.join(DATA, "wv3_cristianics"))
     ap.add_argument("--sensor", type=int, default=None)
-    ap.add_argument("--tiles", type=int, default=6, help="mosaic the scene N x N times (default 6)")
+    ap.add_argument("--tiles", type=int, default=10, help="repeat the scene N x N times (default 10)")
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--methods", default=None, help="comma-separated ids (default: all classical)")
     ap.add_argument("--large", action="store_true", help="peak memory on a >= 20000 x 20000 PAN")

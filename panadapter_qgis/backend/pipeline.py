@@ -18,8 +18,8 @@ from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
 
-STATS_TILE_MS = 256              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
-MAX_STATS_PAN_PIXELS = 16 * 2**20  # above this, statistics use a regular subset of the statistics tiles
+STATS_TILE_MS = 128              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
+MAX_STATS_PAN_PIXELS = 4 * 2**20  # above this, statistics use a regular subset of the statistics tiles
 MAX_SUMMARY_SAMPLES = 4 * 2**20    # MS pixels per band sampled for percentiles
 
 
@@ -89,6 +89,19 @@ def _band_summary(info: raster.PairInfo):
     return mins, np.percentile(sample, 1, axis=1)
 
 
+def stats_tiles(info: raster.PairInfo):
+    """The statistics tiles: a fixed grid, thinned to a regular lattice for large images (never TILE_SIZE)."""
+    tiles = tile_grid(info.rows, info.cols, STATS_TILE_MS)
+    pan_pixels = info.out_rows * info.out_cols
+    if pan_pixels <= MAX_STATS_PAN_PIXELS:
+        return tiles
+    step = int(math.ceil(math.sqrt(pan_pixels / MAX_STATS_PAN_PIXELS)))
+    n_rows, n_cols = -(-info.rows // STATS_TILE_MS), -(-info.cols // STATS_TILE_MS)
+    off_r, off_c = min(step // 2, n_rows - 1), min(step // 2, n_cols - 1)
+    return [t for t in tiles
+            if (t.r0 // STATS_TILE_MS) % step == off_r and (t.c0 // STATS_TILE_MS) % step == off_c]
+
+
 def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=None, is_cancelled=None) -> Stats:
     bands = len(info.ms_bands)
     stats = Stats()
@@ -98,11 +111,7 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
         return stats
     stats.pan = Moments(feature_names(method.pan_stats, bands))
     stats.lr = Moments(feature_names(method.lr_stats, bands))
-    tiles = tile_grid(info.rows, info.cols, STATS_TILE_MS)
-    pan_pixels = info.out_rows * info.out_cols
-    if pan_pixels > MAX_STATS_PAN_PIXELS:
-        keep = int(math.ceil(pan_pixels / MAX_STATS_PAN_PIXELS))
-        tiles = tiles[keep // 2::keep] or tiles[:1]
+    tiles = stats_tiles(info)
 
     def process(tile, data):
         ctx, (valid, valid_lr) = source.context(tile, data)

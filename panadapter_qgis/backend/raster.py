@@ -286,7 +286,10 @@ class GeoTiffWriter:
         self.np_type, self.vmin, self.vmax = dtype_range(self.gdal_type)
         self.nodata = self._choose_nodata(info)
         is_int = self.vmin is not None
+        # DEFLATE level 1 compressed by all CPUs: 2-4x faster to write than the default level 6, files within
+        # a few percent of its size, and readable everywhere (unlike ZSTD).
         options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
+                   "NUM_THREADS=ALL_CPUS",
                    f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
         driver = gdal.GetDriverByName("GTiff")
         try:
