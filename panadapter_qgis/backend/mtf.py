@@ -211,15 +211,23 @@ def _kernel_tensor(kernels, channels, like):
 def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
     """Separable depthwise correlation, 'valid' (no padding). ``x``: (B, C, H, W); kernels: (L,) or C x (L,).
 
+    A one-channel ``x`` with K kernels gives K output channels.
+
     With ``stride`` > 1 the output samples start at input index ``offset`` on both axes.
     """
     torch = _torch()
     c = x.shape[1]
-    k = _kernel_tensor(kernels, c, x)
+    n_kernels = np.asarray(kernels).shape[0] if np.asarray(kernels).ndim == 2 else c
+    k = _kernel_tensor(kernels, n_kernels, x)
     length = k.shape[1]
     x = x[:, :, offset:, offset:]
-    x = torch.nn.functional.conv2d(x, k.view(c, 1, length, 1), stride=(stride, 1), groups=c)
-    return torch.nn.functional.conv2d(x, k.view(c, 1, 1, length), stride=(1, stride), groups=c)
+    if c == 1 and n_kernels > 1:
+        # one channel, several kernels (the PAN low-passed by each band's MTF): the first pass reads the
+        # input once and writes every output channel, the second is depthwise on the smaller result
+        x = torch.nn.functional.conv2d(x, k.view(n_kernels, 1, length, 1), stride=(stride, 1))
+    else:
+        x = torch.nn.functional.conv2d(x, k.view(c, 1, length, 1), stride=(stride, 1), groups=c)
+    return torch.nn.functional.conv2d(x, k.view(n_kernels, 1, 1, length), stride=(1, stride), groups=n_kernels)
 
 
 def filter_same(x, kernels):

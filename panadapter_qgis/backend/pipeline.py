@@ -18,7 +18,7 @@ from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
 
-STATS_TILE_MS = 128              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
+STATS_TILE_MS = 256              # fixed statistics tiling (MS pixels): statistics never depend on TILE_SIZE
 MAX_STATS_PAN_PIXELS = 4 * 2**20  # above this, statistics use a regular subset of the statistics tiles
 MAX_SUMMARY_SAMPLES = 4 * 2**20    # MS pixels per band sampled for percentiles
 
@@ -66,8 +66,8 @@ class TileSource:
         return torch.from_numpy(full).to(self.device), torch.from_numpy(lr).to(self.device)
 
 
-def _band_summary(info: raster.PairInfo):
-    """Exact per-band minima and a 1st percentile from a regular sample of the MS grid."""
+def _band_summary(info: raster.PairInfo, percentile: bool = True):
+    """Exact per-band minima and (when asked) a 1st percentile from a regular sample of the MS grid."""
     reader = raster.PairReader(info)
     step = max(1, int(math.ceil(math.sqrt(info.rows * info.cols / MAX_SUMMARY_SAMPLES))))
     mins = np.full(len(info.ms_bands), np.inf)
@@ -80,13 +80,13 @@ def _band_summary(info: raster.PairInfo):
         valid = block[:, ok]
         if valid.size:
             mins = np.minimum(mins, valid.min(1))
-        rows = np.arange(r0, min(r0 + 256, info.rows))
-        keep = (rows % step == 0)[:, None] & (np.arange(info.cols) % step == 0)[None, :]
-        samples.append(block[:, keep.ravel() & ok])
-    sample = np.concatenate(samples, 1)
-    if sample.shape[1] == 0:
+        if percentile:
+            rows = np.arange(r0, min(r0 + 256, info.rows))
+            keep = (rows % step == 0)[:, None] & (np.arange(info.cols) % step == 0)[None, :]
+            samples.append(block[:, keep.ravel() & ok])
+    if not np.isfinite(mins).all():
         raise PansharpenError("The MS raster has no valid pixel in the PAN/MS overlap (all nodata).")
-    return mins, np.percentile(sample, 1, axis=1)
+    return mins, (np.percentile(np.concatenate(samples, 1), 1, axis=1) if percentile else None)
 
 
 def stats_tiles(info: raster.PairInfo):
@@ -106,7 +106,7 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
     bands = len(info.ms_bands)
     stats = Stats()
     if method.needs_band_summary:
-        stats.band_min, stats.band_p1 = _band_summary(info)
+        stats.band_min, stats.band_p1 = _band_summary(info, percentile=method.needs_percentile(bands))
     if not method.pan_stats and not method.lr_stats:
         return stats
     stats.pan = Moments(feature_names(method.pan_stats, bands))

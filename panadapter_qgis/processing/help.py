@@ -104,6 +104,85 @@ PARAMETER_HELP = {
 }
 
 
+# The quality-assessment algorithms (group "Quality assessment").
+QUALITY_ALGORITHMS = {
+    "degrade": MethodHelp(
+        "Degrade a pair for Wald's protocol (reduced resolution)",
+        "Makes the reduced-resolution pair of Wald's protocol from a full-resolution panchromatic and "
+        "multispectral pair: the multispectral image is blurred with the sensor's optics (its MTF) and "
+        "shrunk by the resolution ratio, and the panchromatic image likewise (or with MATLAB's bicubic "
+        "resize). Sharpen the reduced pair with any method, then compare the result with the original "
+        "multispectral image, which is the ground truth, with 'Assess pansharpening quality'. The outputs are "
+        "georeferenced: the reduced panchromatic image has the multispectral pixel size and a sharpened "
+        "result lands exactly on the original multispectral grid."),
+    "assess": MethodHelp(
+        "Assess pansharpening quality",
+        "Computes the standard pansharpening quality indices of one or more pansharpened rasters and writes "
+        "an HTML report (table and error maps) and optionally a CSV file. With a reference image "
+        "(reduced-resolution mode, Wald's protocol) it computes SAM, ERGAS, Q2n, Q-avg, SCC and PSNR; with the "
+        "panchromatic and multispectral images the rasters were made from (full-resolution mode, no "
+        "reference) it computes D_lambda (Khan), D_s, HQNR and QNR. Give several rasters to compare methods "
+        "side by side. The indices follow the pansharpening toolbox of Vivone et al. (21-pixel border cut, "
+        "32 x 32 blocks) and are computed in strips and tiles, so any raster size works."),
+}
+
+# Per-algorithm help of parameters whose meaning differs from PARAMETER_HELP's (or that only they have).
+QUALITY_PARAMETER_HELP = {
+    "degrade": {
+        "PAN": "The full-resolution panchromatic image of the pair to degrade: one band with the fine pixels.",
+        "MS": "The full-resolution multispectral image of the pair. It becomes the reference (ground "
+              "truth) of the reduced-resolution test; it is read on the grid implied by the panchromatic "
+              "image, and warped onto it when its grid or coordinate reference system differs.",
+        "MS_BANDS": "The multispectral bands to keep, in the order they should have in the outputs. Leave it "
+                    "empty to keep every band. Each band keeps its description.",
+        "SENSOR": "The satellite that took the images: it sets the blur (MTF) applied to each band before "
+                  "shrinking, as the standard protocol does. Choose Generic when your sensor is not listed.",
+        "PAN_MODE": "How the panchromatic image is reduced. MTF: blurred with the sensor's panchromatic MTF "
+                    "then decimated (as in the PanCollection data sets). Bicubic: MATLAB's antialiased "
+                    "bicubic resize (as in the toolbox's resize_images.m).",
+        "OUTPUT_FLOAT32": "Write 32-bit floating point values (recommended: no rounding). When unchecked "
+                          "the outputs keep the input data types, rounded and clipped to their range.",
+        "OUTPUT_PAN": "The reduced panchromatic image: one band on the multispectral grid (its pixel is the "
+                      "multispectral pixel), same footprint and coordinate reference system.",
+        "OUTPUT_MS": "The reduced multispectral image: the selected bands with pixels ratio times the "
+                     "multispectral pixel, on the same footprint and coordinate reference system.",
+        "OUTPUT_REFERENCE": "Optional: also write the reference, the selected multispectral bands on the "
+                            "processing grid. Needed when the multispectral image is warped onto the "
+                            "panchromatic grid; otherwise the original multispectral image is the reference.",
+    },
+    "assess": {
+        "FUSED": "The pansharpened rasters to assess, one or several (for example the same scene sharpened by "
+                 "different methods). Each gets one row of the table. They must have the pixel size and "
+                 "coordinate reference system of the reference (or of the panchromatic image); only the "
+                 "area they share is assessed.",
+        "REFERENCE": "Reduced-resolution mode: the ground truth the rasters are compared with, usually the "
+                     "original multispectral image of a pair degraded with 'Degrade a pair for Wald's "
+                     "protocol' (or its reference output). Leave it empty for full-resolution mode.",
+        "PAN": "Full-resolution mode: the panchromatic image the rasters were sharpened with. Give it "
+               "together with the multispectral image, and leave the reference empty.",
+        "MS": "Full-resolution mode: the multispectral image the rasters were sharpened from. It is "
+              "interpolated onto the panchromatic grid (the upsample method) to measure colour distortion.",
+        "SENSOR": "The satellite that took the images. In full-resolution mode it sets the blur (MTF) used "
+                  "to compare the sharpened bands with the multispectral ones (D_lambda). Choose Generic "
+                  "when your sensor is not listed.",
+        "DIM_CUT": "Reduced-resolution mode: the border, in pixels, left out before computing the indices, "
+                   "as the standard toolbox does (21). Set 0 to use the whole overlap.",
+        "RATIO": "The panchromatic to multispectral resolution ratio used by ERGAS. 0 reads it from the "
+                 "rasters' metadata (written by this plugin's algorithms); set it for rasters from other "
+                 "tools.",
+        "OUTPUT_HTML": "The report: an HTML page with the table of indices (best values highlighted), notes on "
+                       "how they were computed, and a small error map per raster and band group.",
+        "OUTPUT_CSV": "Optional: the same numbers as a CSV file, one line per raster, for spreadsheets and "
+                      "scripts.",
+    },
+}
+
+
+def quality_parameter_help(algorithm_id: str, name: str) -> str:
+    """Help of parameter ``name`` of a quality algorithm (its own text, else the shared one)."""
+    return QUALITY_PARAMETER_HELP.get(algorithm_id, {}).get(name) or PARAMETER_HELP[name]
+
+
 def method_help(method_id: str, fallback_title: str = "", fallback_summary: str = "") -> MethodHelp:
     """Help of a method id; the backend's own name and text stand in for an id this table lacks."""
     return CLASSICAL_METHODS.get(method_id) or MethodHelp(fallback_title or method_id, fallback_summary)

@@ -40,6 +40,7 @@ class PanAdapterProvider(QgsProcessingProvider):
         # QGIS calls this again on refreshAlgorithms(); every call must hand over new objects,
         # which the provider then owns.
         from .algorithms.classical import classical_algorithms
+        from .algorithms.quality import quality_algorithms
 
-        for algorithm in classical_algorithms():
+        for algorithm in classical_algorithms() + quality_algorithms():
             self.addAlgorithm(algorithm)

@@ -72,8 +72,7 @@ class TileContext:
         """PAN low-passed with ``kernels`` and sampled at MS pixels -extra .. h+extra (w+extra)."""
         pad = self.r * self.halo
         n = (self.h + 2 * extra, self.w + 2 * extra)
-        pan = self._pan if np.asarray(kernels).ndim == 1 else self._pan.expand(-1, len(kernels), -1, -1)
-        return mtf.decimate(pan, kernels, self.r, pad, n, first=-extra)
+        return mtf.decimate(self._pan, kernels, self.r, pad, n, first=-extra)
 
     # -- features
     def _make_pan(self):
@@ -140,11 +139,14 @@ class Moments:
     def add(self, features, valid=None):
         """features: (K, N) tensor in the order of ``names``; valid: (N,) bool tensor or None."""
         import torch
-        x = features.to(torch.float64)
-        if valid is not None:
-            x = x[:, valid]
-        x = torch.cat([x, torch.ones(1, x.shape[1], dtype=x.dtype, device=x.device)])
-        self.gram += (x @ x.T).cpu().numpy()
+        x = features if valid is None else features[:, valid]
+        x = x.to(torch.float64)
+        k = x.shape[0]
+        self.gram[:k, :k] += (x @ x.T).cpu().numpy()
+        sums = x.sum(1).cpu().numpy()
+        self.gram[:k, k] += sums
+        self.gram[k, :k] += sums
+        self.gram[k, k] += x.shape[1]
 
     @property
     def count(self):
@@ -200,12 +202,16 @@ def feature_names(keys: Sequence[str], bands: int) -> List[Tuple[str, int]]:
 
 
 def stack_features(ctx: TileContext, keys: Sequence[str]):
+    """(K, N) float64 matrix of the features, one row per (key, band), as ``feature_names`` orders them."""
     import torch
-    parts = []
-    for key in keys:
-        x = ctx[key][0]
-        parts.append(x.reshape(x.shape[0], -1))
-    return torch.cat(parts)
+    rows = [ctx[key][0] for key in keys]
+    n = rows[0].shape[1] * rows[0].shape[2]
+    out = torch.empty(sum(r.shape[0] for r in rows), n, dtype=torch.float64, device=rows[0].device)
+    i = 0
+    for r in rows:
+        out[i:i + r.shape[0]] = r.reshape(r.shape[0], -1)
+        i += r.shape[0]
+    return out
 
 
 class ClassicalMethod:
@@ -220,6 +226,10 @@ class ClassicalMethod:
     apply_keys: Tuple[str, ...] = ()  # features ``apply`` reads
     needs_band_summary = False
 
+    def needs_percentile(self, bands: int) -> bool:
+        """Whether ``fit`` reads ``stats.band_p1`` for this band count."""
+        return self.needs_band_summary
+
     def halo(self, ratio):
         return context_halo(tuple(self.pan_stats) + tuple(self.lr_stats) + tuple(self.apply_keys), ratio)
 
@@ -233,7 +243,9 @@ class ClassicalMethod:
 def safe_divide(num, den, eps=1e-6):
     """num / den where |den| > eps, else num / eps with den's sign (no inf, no nan)."""
     import torch
-    den = torch.where(den.abs() < eps, torch.where(den < 0, -eps, eps) * torch.ones_like(den), den)
+    small = den.abs() < eps
+    if bool(small.any()):
+        den = torch.where(small, torch.where(den < 0, -eps, eps) * torch.ones_like(den), den)
     return num / den
 
 

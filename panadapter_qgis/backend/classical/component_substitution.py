@@ -26,6 +26,9 @@ class Brovey(ClassicalMethod):
     needs_band_summary = True
     HAZE_FRACTIONS_4 = (0.95, 0.45, 0.40, 0.05)  # B, G, R, NIR of the 1st percentile
 
+    def needs_percentile(self, bands):
+        return bands == 4
+
     def fit(self, stats, bands):
         m = stats.pan
         haze = (np.array(self.HAZE_FRACTIONS_4) * stats.band_p1 if bands == 4 else stats.band_min)
@@ -41,9 +44,10 @@ class Brovey(ClassicalMethod):
         ms = ctx["ms_up"]
         haze = as_tensor(p["haze"], ms)
         dehazed = ms - haze
-        intensity = (dehazed * as_tensor(p["w"], ms)).sum(1, keepdim=True)
-        pan = ctx["pan"] * p["gain"] + p["offset"]
-        return torch.clamp(dehazed, min=0) * safe_divide(pan, intensity) + haze
+        # intensity = sum_b w_b (MS_b - L_b), as one channel contraction
+        intensity = torch.einsum("nchw,c->nhw", dehazed, as_tensor(p["w"], ms).flatten()).unsqueeze(1)
+        ratio = safe_divide(ctx["pan"] * p["gain"] + p["offset"], intensity)
+        return dehazed.clamp_(min=0).mul_(ratio).add_(haze)
 
 
 class GIHS(ClassicalMethod):
