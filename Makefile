@@ -122,8 +122,10 @@ demo: deps profile
 test: deps peers
 	$(PY) -m pytest -q tests
 
+# Speed against GDAL on a real scene (repeated 10x10), then peak memory on a >= 20000 x 20000 PAN.
 bench: venv
 	$(PY) bench/bench_speed.py
+	$(PY) bench/bench_speed.py --large
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,
 # caches, data or weights other than backend/weights/*.pt|*.json (and the registry's .py files there).
