@@ -336,6 +336,7 @@ def whole_image(ref, fus, cast=True):
     (96, [32, 32, 32]),
     (70, [40, 30]),
     (20, [5, 15]),  # smaller than one Q2n block: mirrored several times
+    (150, [7] * 21 + [3]),  # strips shorter than a Q window: the kept rows grow past half a window
 ])
 def test_running_indices_equal_the_whole_image(rows, heights):
     assert sum(heights) == rows

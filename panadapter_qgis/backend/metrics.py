@@ -735,8 +735,8 @@ class RunningIndices:
             quality = _qi_map(buf_ref, buf_fus, b, row_offset=first_row)
             self._qi_sum += quality.sum(axis=(1, 2))
             self._qi_count += quality.shape[1] * quality.shape[2]
-        keep = b - 1
-        self._qi_tail = (buf_ref[:, buf_ref.shape[1] - keep:], buf_fus[:, buf_fus.shape[1] - keep:])
+        start_kept = max(0, buf_ref.shape[1] - (b - 1))  # a negative start would count from the end
+        self._qi_tail = (buf_ref[:, start_kept:], buf_fus[:, start_kept:])
 
     def _update_q2n(self, ref, fus):
         b = self.block
