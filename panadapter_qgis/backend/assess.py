@@ -47,6 +47,7 @@ BLOCK = 32                      # Q2n / Q / D_s block size (Qblocks_size = 32, S
 STRIP_VALUES = 4 * 2**20        # values per band-stack strip in reduced mode (memory ~ 10x this in float64)
 FULL_TILE = 512                 # PAN pixels per tile side in full-resolution mode (multiple of 32)
 MAP_SIDE = 160                  # longest side of an error map, pixels
+MAP_DISPLAY = 240               # longest side of an error map in the report, screen pixels
 PIXEL_TOLERANCE = 0.01          # pixel-size drift over the raster, and sub-pixel offset, accepted as aligned
 
 # key -> (column label, higher is better, Processing output name)
@@ -762,9 +763,10 @@ def write_html_report(results: dict, path: str, error_maps: bool = True, title: 
                     cells.append("<td>-</td>")
                     continue
                 values = maps[label]
-                zoom = max(1, 160 // max(values.shape))
-                data = base64.b64encode(png_bytes(colourise(values, scale[label]), zoom)).decode("ascii")
-                cells.append(f"<td><img alt='error map {esc(label)}' src='data:image/png;base64,{data}'></td>")
+                data = base64.b64encode(png_bytes(colourise(values, scale[label]))).decode("ascii")
+                zoom = MAP_DISPLAY / max(values.shape)  # shown larger, pixels kept square and sharp
+                cells.append(f"<td><img alt='error map {esc(label)}' width='{round(values.shape[1] * zoom)}' "
+                             f"height='{round(values.shape[0] * zoom)}' src='data:image/png;base64,{data}'></td>")
             parts.append(f"<tr><td class='name'>{esc(r['name'])}</td>{''.join(cells)}</tr>")
         bar = colourise(np.tile(np.linspace(0, 1, 160), (12, 1)), 1.0)
         parts.append("</table><p class='small'>Scale: <img alt='colour scale' src='data:image/png;base64,"
