@@ -1,0 +1,55 @@
+"""Implicit-neural-representation tails (SIREN-like 1x1-conv MLPs) decoding priors at PAN pixels."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def relative_coords(low, high_size, ratio):
+    """(B, 2, H, W): offset of each PAN pixel centre from its MS pixel centre, in MS pixels (-0.5..0.5).
+
+    ``low``: a tensor on the MS grid (its batch size and device are used); ``high_size`` = (H, W).
+    """
+    H, W = high_size
+    def axis(n):
+        p = (torch.arange(n, device=low.device, dtype=low.dtype) + 0.5) / ratio
+        return p - torch.floor(p) - 0.5
+    yy, xx = torch.meshgrid(axis(H), axis(W), indexing="ij")
+    return torch.stack([yy, xx]).unsqueeze(0).expand(low.shape[0], -1, -1, -1)
+
+
+def to_grid(x, size):
+    """Bilinear resampling between corner-aligned grids (pixel centres map to pixel centres)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class Sine(nn.Module):
+    def __init__(self, w0=1.0):
+        super().__init__()
+        self.w0 = w0
+
+    def forward(self, x):
+        return torch.sin(self.w0 * x)
+
+
+class SirenTail(nn.Module):
+    """Conv1x1(cin -> hidden) -> sin -> Conv1x1(hidden -> hidden) -> sin -> Conv1x1(hidden -> bands)."""
+
+    def __init__(self, cin, hidden, bands, w0=1.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(cin, hidden, 1), Sine(w0), nn.Conv2d(hidden, hidden, 1), Sine(w0),
+                                 nn.Conv2d(hidden, bands, 1))
+        with torch.no_grad():  # SIREN initialisation (Sitzmann et al. 2020)
+            for i, layer in enumerate(self.net):
+                if isinstance(layer, nn.Conv2d):
+                    fan_in = layer.weight.shape[1]
+                    bound = 1 / fan_in if i == 0 else math.sqrt(6 / fan_in) / w0
+                    layer.weight.uniform_(-bound, bound)
+            self.net[-1].weight.mul_(0.1)
+            self.net[-1].bias.zero_()
+
+    def forward(self, x):
+        return self.net(x)

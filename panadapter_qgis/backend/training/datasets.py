@@ -1,0 +1,128 @@
+"""Training samples: PanCollection HDF5 files and self-supervised crops of any PAN/MS GeoTIFF pair.
+
+A sample is a dict of float32 tensors, normalised: ``ms`` (C, p/r, p/r), ``lms`` (C, p, p), ``pan`` (1, p, p),
+``gt`` (C, p, p). Scene crops follow Wald's protocol: the MS becomes the target, and the inputs are the MS and
+PAN degraded by the sensor MTF by the ratio (``mtf.wald_degrade``); each crop is read from the raster with a
+halo, so memory never depends on the raster size.
+"""
+import numpy as np
+import torch
+
+from .. import mtf, raster
+from ..errors import PansharpenError
+from ..sensors import sensor_by_index
+
+
+class PanCollectionH5:
+    """PanCollection layout: datasets ``gt, ms, lms, pan`` (N, C, H, W) holding DN; divided by ``max_value``."""
+
+    KEYS = ("gt", "ms", "lms", "pan")
+
+    def __init__(self, path, max_value=2047.0):
+        try:
+            import h5py
+        except ImportError as exc:
+            raise PansharpenError("Reading PanCollection files needs h5py (pip install h5py).") from exc
+        self.file = h5py.File(path, "r")
+        missing = [k for k in self.KEYS if k not in self.file]
+        if missing:
+            raise PansharpenError(f"'{path}' is not a PanCollection file: datasets {missing} are missing.")
+        self.n = self.file["gt"].shape[0]
+        self.bands = self.file["gt"].shape[1]
+        self.ratio = self.file["gt"].shape[2] // self.file["ms"].shape[2]
+        self.scale = float(max_value)
+
+    def __len__(self):
+        return self.n
+
+    def batch(self, indices, rng=None):
+        idx = np.sort(np.asarray(indices))
+        out = {k: torch.from_numpy(np.asarray(self.file[k][idx], dtype=np.float32) / self.scale) for k in self.KEYS}
+        return augment(out, rng)
+
+
+def augment(batch, rng):
+    """Random horizontal/vertical flips, the same for every tensor of a batch."""
+    if rng is None:
+        return batch
+    dims = [d for d, flip in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if flip]
+    return {k: v.flip(dims) if dims else v for k, v in batch.items()}
+
+
+def robust_scale(values: np.ndarray) -> float:
+    """Normalisation constant of a scene: the 99.9th percentile of its valid MS values (at least 1e-6)."""
+    v = values[np.isfinite(values)]
+    return float(max(np.percentile(v, 99.9), 1e-6)) if v.size else 1.0
+
+
+class SceneCrops:
+    """Random Wald-protocol crops of a PAN/MS pair (the pair a user wants to sharpen, or training scenes).
+
+    The pair is degraded once, in windows of ``window`` MS pixels (each read with a halo and filtered
+    exactly as a whole image would be), spread over the scene on a regular lattice up to ``budget`` MS
+    pixels: memory depends on the budget, never on the raster size. ``patch`` is the target size on the MS
+    grid (the reduced pair's PAN grid); it must be a multiple of the ratio and of the model's token stride.
+    """
+
+    HALO = 48  # MS pixels; divided by the ratio it still covers the interpolator's reach (<= 12 MS pixels)
+
+    def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
+                 scale=None, pan_mode="mtf"):
+        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+        r = self.ratio = self.info.ratio
+        if patch % r:
+            raise PansharpenError(f"Patch size {patch} is not a multiple of the ratio {r}.")
+        if self.info.rows < patch or self.info.cols < patch:
+            raise PansharpenError(f"The scene ({self.info.cols} x {self.info.rows} MS pixels) is too small for "
+                                  f"training patches of {patch} MS pixels.")
+        sens = sensor_by_index(sensor)
+        count = raster.open_raster(ms_path, "MS").RasterCount
+        self.gains = sens.gains_for(self.info.ms_bands, band_count=count)
+        self.pan_gain = sens.pan_gain
+        self.patch, self.pan_mode = patch, pan_mode
+        self.bands = len(self.info.ms_bands)
+        reader = raster.PairReader(self.info)
+        window = max(patch, min(window, self.info.rows, self.info.cols)) // r * r
+        starts = [(r0, c0) for r0 in _starts(self.info.rows, window, r) for c0 in _starts(self.info.cols, window, r)]
+        keep = max(1, budget // (window * window))
+        if len(starts) > keep:
+            starts = [starts[i] for i in np.linspace(0, len(starts) - 1, keep).round().astype(int)]
+        self.windows = [self._degrade(reader, r0, c0, window) for r0, c0 in starts]
+        self.scale = scale if scale is not None else robust_scale(
+            np.concatenate([w["gt"].reshape(self.bands, -1).numpy() for w in self.windows], 1))
+
+    def _degrade(self, reader, r0, c0, size):
+        r, h = self.ratio, self.HALO
+        ms = torch.from_numpy(reader.read_ms(r0 - h, r0 + size + h, c0 - h, c0 + size + h))[None]
+        pan = torch.from_numpy(reader.read_pan(r * (r0 - h), r * (r0 + size + h), r * (c0 - h),
+                                               r * (c0 + size + h)))[None]
+        with torch.no_grad():
+            pan_lr, ms_lr = mtf.wald_degrade(pan, ms, r, self.gains, self.pan_gain, self.pan_mode)
+            hl = h // r
+            lms = mtf.upsample(ms_lr, r, hl)
+        inner = slice(h, h + size)
+        return dict(gt=ms[0, :, inner, inner], pan=pan_lr[0, :, inner, inner], lms=lms[0],
+                    ms=ms_lr[0, :, hl:hl + size // r, hl:hl + size // r])
+
+    def sample(self, rng):
+        """One reduced-resolution sample (normalised) from a random window and position."""
+        r, p = self.ratio, self.patch
+        w = self.windows[int(rng.integers(len(self.windows)))]
+        size = w["gt"].shape[-1]
+        r0 = int(rng.integers(0, (size - p) // r + 1)) * r
+        c0 = int(rng.integers(0, (size - p) // r + 1)) * r
+        out = {k: w[k][:, r0:r0 + p, c0:c0 + p] for k in ("gt", "pan", "lms")}
+        out["ms"] = w["ms"][:, r0 // r:(r0 + p) // r, c0 // r:(c0 + p) // r]
+        return {k: v / self.scale for k, v in out.items()}
+
+    def batch(self, size, rng):
+        samples = [self.sample(rng) for _ in range(size)]
+        return augment({k: torch.stack([s[k] for s in samples]) for k in samples[0]}, rng)
+
+
+def _starts(n, window, r):
+    """Window origins covering 0..n (multiples of r), the last one flush with the end."""
+    if n <= window:
+        return [0]
+    last = (n - window) // r * r
+    return sorted(set(list(range(0, last, window)) + [last]))

@@ -1,0 +1,106 @@
+"""The one training loop: stages 1 and 2 of PanAdapter, scene adaptation, and backbone pre-training all use it.
+
+Adam with a cosine-decayed learning rate, L1 loss on the normalised images, a budget in iterations and/or
+minutes, progress and cancel callbacks, and resumable checkpoints with a small JSON card beside them.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+    losses: list = field(default_factory=list)
+
+    def to_dict(self):
+        d = asdict(self)
+        d.pop("losses")
+        return d
+
+
+def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Parameter], *, iterations: int,
+          lr: float = 1e-3, minutes: Optional[float] = None, device=None, seed: int = 0,
+          progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
+          log: Optional[Callable] = None, checkpoint: Optional[str] = None, resume: bool = False,
+          checkpoint_every: int = 200, card: Optional[dict] = None) -> TrainResult:
+    """Optimise ``params`` for ``iterations`` steps (or until ``minutes`` have passed).
+
+    ``batches(rng)`` returns a dict of tensors; ``step(model, batch)`` returns the scalar loss.
+    """
+    device = device or torch.device("cpu")
+    params = [p for p in params if p.requires_grad]
+    optimiser = torch.optim.Adam(params, lr=lr)
+    start_it = 0
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    if resume and checkpoint and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"], strict=False)
+        optimiser.load_state_dict(state["optimizer"])
+        start_it = int(state["iteration"])
+        rng = np.random.default_rng(seed + start_it)
+        if log:
+            log(f"Resumed from {checkpoint} at iteration {start_it}.")
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda i: 0.5 * (1 + math.cos(math.pi * min(1.0, (i + start_it) / max(1, iterations)))))
+    t0 = time.perf_counter()
+    losses = []
+    model.train()
+    it = start_it
+    for it in range(start_it, iterations):
+        if is_cancelled is not None and is_cancelled():
+            raise Cancelled("Training was cancelled; no adapter file was written.")
+        if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
+            if log:
+                log(f"Time budget of {minutes:g} min reached after {it - start_it} iterations.")
+            break
+        batch = {k: v.to(device) for k, v in batches(rng).items()}
+        loss = step(model, batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress((it + 1) / iterations)
+        if log and (it + 1) % 50 == 0:
+            log(f"iteration {it + 1}/{iterations}: loss {np.mean(losses[-50:]):.5f}")
+        if checkpoint and (it + 1) % checkpoint_every == 0:
+            save_checkpoint(checkpoint, model, optimiser, it + 1, card)
+    else:
+        it = iterations - 1
+    model.eval()
+    done = it + 1 if losses else start_it
+    if checkpoint:
+        save_checkpoint(checkpoint, model, optimiser, done, card)
+    tail = losses[-20:] or [float("nan")]
+    return TrainResult(done, time.perf_counter() - t0, losses[0] if losses else float("nan"),
+                       float(np.mean(tail)), losses)
+
+
+def save_checkpoint(path, model, optimiser, iteration, card=None):
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "optimizer": optimiser.state_dict(), "iteration": iteration}, tmp)
+    os.replace(tmp, path)
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump(dict(card or {}, iteration=iteration), f, indent=1)
+
+
+def l1_step(stage=None):
+    """Loss of PanAdapter on a batch: L1 between the prediction and ``gt``."""
+    def step(model, b):
+        ratio = b["lms"].shape[-1] // b["ms"].shape[-1]
+        return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], ratio, stage=stage), b["gt"])
+    return step

@@ -1,0 +1,77 @@
+"""Training data and the training loop: PanCollection layout, Wald crops of real scenes, loss decrease,
+resumable checkpoints, cancel."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from panadapter_qgis.backend import mtf
+from panadapter_qgis.backend.errors import Cancelled, PansharpenError
+from panadapter_qgis.backend.models.panadapter import create_model
+from panadapter_qgis.backend.training.datasets import PanCollectionH5, SceneCrops
+from panadapter_qgis.backend.training.trainer import l1_step, train
+
+
+def test_pancollection_layout(data_dir):
+    path = data_dir / "pansharpening" / "wv3_patches_pancollection.h5"
+    if not path.exists():
+        pytest.skip("no PanCollection sample")
+    ds = PanCollectionH5(str(path))
+    assert (len(ds), ds.bands, ds.ratio) == (100, 8, 4)
+    b = ds.batch([3, 1], rng=np.random.default_rng(0))
+    assert b["gt"].shape == (2, 8, 64, 64) and b["ms"].shape == (2, 8, 16, 16) and b["pan"].shape == (2, 1, 64, 64)
+    assert 0 < float(b["gt"].max()) <= 1.0  # DN / 2047
+
+
+def test_scene_crops_follow_walds_protocol(data_dir):
+    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_07"
+    crops = SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), sensor=8, patch=32, window=128,
+                       budget=128 * 128 * 3)
+    assert len(crops.windows) == 3  # the budget bounds the memory, not the raster size
+    b = crops.batch(4, np.random.default_rng(1))
+    assert b["gt"].shape == (4, 6, 32, 32) and b["ms"].shape == (4, 6, 16, 16)
+    assert b["lms"].shape == (4, 6, 32, 32) and b["pan"].shape == (4, 1, 32, 32)
+    # the inputs are the degraded reference: lms is close to gt but smoother, and the MS keeps its mean
+    assert float((b["lms"] - b["gt"]).abs().mean()) < 0.1 * float(b["gt"].abs().mean())
+    assert float(b["ms"].mean()) == pytest.approx(float(b["gt"].mean()), rel=0.05)
+    # lms really is the 23-tap interpolation of ms (away from the crop border)
+    lms = mtf.upsample_image(b["ms"].double(), 2)
+    assert torch.allclose(lms[..., 12:-12, 12:-12].float(), b["lms"][..., 12:-12, 12:-12], atol=2e-3)
+
+
+def test_scene_too_small_and_bad_patch(data_dir):
+    scene = data_dir / "pansharpening" / "landsat8_istanbul"
+    with pytest.raises(PansharpenError, match="multiple of the ratio"):
+        SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=33)
+    with pytest.raises(PansharpenError, match="too small"):
+        SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=512)
+
+
+def _tiny_problem(data_dir):
+    scene = data_dir / "pansharpening" / "landsat8_istanbul"
+    crops = SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), sensor=8, patch=32)
+    model = create_model(3)
+    return crops, model
+
+
+def test_training_lowers_the_loss_and_resumes(data_dir, tmp_path):
+    crops, model = _tiny_problem(data_dir)
+    ckpt = str(tmp_path / "stage1.pt")
+    batches = lambda rng: crops.batch(4, rng)  # noqa: E731
+    params = model.set_trainable(model.STAGE1)
+    first = train(model, batches, l1_step(1), params, iterations=60, lr=1e-3, checkpoint=ckpt,
+                  card={"stage": 1})
+    assert np.mean(first.losses[-10:]) < np.mean(first.losses[:10])
+    assert json.load(open(tmp_path / "stage1.json"))["iteration"] == 60
+    more = train(model, batches, l1_step(1), params, iterations=70, lr=1e-3, checkpoint=ckpt, resume=True)
+    assert more.iterations == 70 and len(more.losses) == 10
+
+
+def test_training_can_be_cancelled(data_dir):
+    crops, model = _tiny_problem(data_dir)
+    calls = []
+    with pytest.raises(Cancelled):
+        train(model, lambda rng: crops.batch(2, rng), l1_step(1), model.set_trainable(model.STAGE1),
+              iterations=100, is_cancelled=lambda: calls.append(1) or len(calls) > 3)
+    assert len(calls) == 4
