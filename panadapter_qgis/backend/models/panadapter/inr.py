@@ -48,7 +48,8 @@ class SirenTail(nn.Module):
                     fan_in = layer.weight.shape[1]
                     bound = 1 / fan_in if i == 0 else math.sqrt(6 / fan_in) / w0
                     layer.weight.uniform_(-bound, bound)
-            self.net[-1].weight.mul_(0.1)
+            # the residual starts at exactly zero: an untrained tail returns the interpolated MS
+            self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
 
     def forward(self, x):

@@ -1,0 +1,151 @@
+"""Deep-model inference on a whole scene: the same pair checks, tile loop and writer as the classical methods.
+
+Each tile is read with a halo (``context`` MS pixels of image around it, plus what the interpolator needs),
+the model sees ``ms``, ``lms`` (23-tap interpolation) and ``pan`` normalised by one scene-wide constant, and
+only the tile interior is kept, so there are no seams. Tiles have one size (the last row and column of
+tiles are moved back inside the grid), which lets them be stacked into batches. On CUDA the model runs
+under autocast (float16) and a CUDA out-of-memory error halves the batch and tries again.
+"""
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import mtf, raster
+from .device import describe, import_torch, is_cuda_oom, select_device
+from .errors import PansharpenError, user_errors
+from .pipeline import TileSource
+from .sensors import sensor_by_index
+from .tiling import Tile, run_tiles
+from .training.datasets import robust_scale
+
+
+def uniform_tiles(rows, cols, tile):
+    """Equal tiles of ``tile`` x ``tile`` (smaller only when the grid is) covering the grid; the last ones
+    overlap their neighbours instead of being cut."""
+    th, tw = min(tile, rows), min(tile, cols)
+    r_starts = sorted(set(list(range(0, rows - th, th)) + [rows - th]))
+    c_starts = sorted(set(list(range(0, cols - tw, tw)) + [cols - tw]))
+    return [Tile(r, r + th, c, c + tw) for r in r_starts for c in c_starts]
+
+
+def scene_scale(reader: raster.PairReader, info: raster.PairInfo) -> float:
+    """Normalisation constant (99.9th percentile of the MS) from at most ~1 MP sampled on a regular grid."""
+    step = max(1, int(np.ceil(np.sqrt(info.rows * info.cols / 2**20))))
+    rows = range(0, info.rows, step)
+    parts = [reader.read_ms(r, r + 1, 0, info.cols)[:, 0, ::step] for r in rows]
+    values = np.concatenate(parts, 1)
+    if info.ms_nodata is not None:
+        values = values[:, ~(values == np.float32(info.ms_nodata)).any(0)]
+    return robust_scale(values)
+
+
+class DeepJob:
+    """A PAN/MS pair and a model ``f(ms, lms, pan, ratio) -> hrms`` (normalised tensors)."""
+
+    @user_errors
+    def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
+                 context=8, multiple=4, scale=None, log: Optional[Callable] = None):
+        torch = import_torch()
+        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+        self.log = log or (lambda msg: None)
+        for note in self.info.notes:
+            self.log(note)
+        self.device = select_device(device)
+        self.model = model.to(self.device).eval()
+        self.name = name
+        bands = len(self.info.ms_bands)
+        if getattr(model, "bands", bands) != bands:
+            raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
+        r = self.info.ratio
+        self.multiple = multiple
+        self.context = -(-context // multiple) * multiple           # MS pixels of image context per side
+        self.interp_halo = mtf.interp_halo(r)
+        sens = sensor_by_index(sensor)
+        count = raster.open_raster(ms_path, "MS").RasterCount
+        self.source = TileSource(self.info, self.context + self.interp_halo, self.device,
+                                 sens.gains_for(self.info.ms_bands, band_count=count), sens.pan_gain)
+        self.scale = float(scale) if scale else scene_scale(self.source.reader, self.info)
+        self.torch = torch
+
+    def _inputs(self, data):
+        """numpy (pan, ms) with the full halo -> normalised (ms, lms, pan) tensors with ``context`` halo."""
+        torch, r, ih = self.torch, self.info.ratio, self.interp_halo
+        pan, ms = data
+        ms_t = torch.from_numpy(ms).to(self.device)[None] / self.scale
+        lms = mtf.upsample(ms_t, r, ih)
+        pan_t = torch.from_numpy(pan).to(self.device)[None] / self.scale
+        pan_t = pan_t[:, :, r * ih:pan_t.shape[2] - r * ih, r * ih:pan_t.shape[3] - r * ih]
+        return ms_t[:, :, ih:ms_t.shape[2] - ih, ih:ms_t.shape[3] - ih], lms, pan_t
+
+    def _forward(self, batch):
+        torch = self.torch
+        ms, lms, pan = (torch.cat(x) for x in zip(*batch))
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.model(ms, lms, pan, self.info.ratio).float()
+        return self.model(ms, lms, pan, self.info.ratio)
+
+    def fuse_tiles(self, tiles, datas):
+        """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles."""
+        torch, r, c = self.torch, self.info.ratio, self.context
+        inputs = [self._inputs(d) for d in datas]
+        outs, start, batch = [], 0, len(inputs)
+        with torch.inference_mode():
+            while start < len(inputs):
+                try:
+                    out = self._forward(inputs[start:start + batch])
+                except RuntimeError as exc:
+                    if is_cuda_oom(exc) and batch > 1:
+                        torch.cuda.empty_cache()
+                        batch = max(1, batch // 2)
+                        self.log(f"CUDA out of memory: going on with batches of {batch} tiles.")
+                        continue
+                    raise
+                outs.append(out)
+                start += batch
+        out = torch.cat(outs)[:, :, r * c:-r * c or None, r * c:-r * c or None] * self.scale
+        return [o.float().cpu().numpy() for o in out]
+
+    @user_errors
+    def write(self, output_path, *, float32=False, tile_size=256, batch=4, progress=None, is_cancelled=None):
+        """Sharpen the whole scene into ``output_path`` (a GeoTIFF renamed into place only on success)."""
+        t0 = time.perf_counter()
+        info, r = self.info, self.info.ratio
+        tile_ms = max(self.multiple, int(tile_size) // r // self.multiple * self.multiple)
+        tiles = uniform_tiles(info.rows, info.cols, tile_ms)
+        if min(tiles[0].rows, tiles[0].cols) % self.multiple:
+            raise PansharpenError("The PAN/MS overlap is too small for this model.")
+        groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
+        self.log(f"{self.name}: ratio {r}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
+                 f"{len(tiles)} tiles on {describe(self.device)}.")
+        writer = raster.GeoTiffWriter(output_path, info, float32, self.name)
+        try:
+            def read(group):
+                return [self.source.read(t) for t in group]
+
+            def process(group, datas):
+                fused = self.fuse_tiles(group, datas)
+                out = []
+                for tile, f, data in zip(group, fused, datas):
+                    out.append(writer.to_output(f, self._valid(tile, data)))
+                return out
+
+            def write(group, outs):
+                for tile, o in zip(group, outs):
+                    writer.write(o, tile.r0 * r, tile.c0 * r)
+
+            run_tiles(groups, read, process, write, progress, is_cancelled, prefetch=1)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return dict(output=output_path, ratio=r, width=info.out_cols, height=info.out_rows,
+                    bands=len(info.ms_bands), seconds=time.perf_counter() - t0, device=str(self.device),
+                    method=self.name)
+
+    def _valid(self, tile, data):
+        """PAN-scale validity mask of the tile interior (numpy bool) or None when nothing is nodata."""
+        pan, ms = data
+        full, _ = self.source.valid_masks(None, pan, ms, tile)
+        return None if full is None else full.cpu().numpy()
