@@ -41,9 +41,10 @@ class EDSRBody(nn.Module):
 class InputHead(nn.Module):
     """Band-count-specific head (PanAdapter's ``MS_encoder``): conv3x3 -> 2 ResBlocks (k5) -> conv1x1."""
 
-    def __init__(self, cin, feats):
+    def __init__(self, cin, feats, kernel=5):
         super().__init__()
-        self.net = nn.Sequential(conv(cin, feats, 3), ResBlock(feats, 5), ResBlock(feats, 5), conv(feats, feats, 1))
+        self.net = nn.Sequential(conv(cin, feats, 3), ResBlock(feats, kernel), ResBlock(feats, kernel),
+                                 conv(feats, feats, 1))
 
     def forward(self, x):
         return self.net(x)
@@ -64,9 +65,9 @@ class LPE(nn.Module):
 class PriorBranch(nn.Module):
     """Head + EDSR body + one LPE per ResBlock, concatenated and projected to ``prior`` channels."""
 
-    def __init__(self, cin, feats, n_blocks, lpe_dim, prior):
+    def __init__(self, cin, feats, n_blocks, lpe_dim, prior, head_kernel=5):
         super().__init__()
-        self.head = InputHead(cin, feats)
+        self.head = InputHead(cin, feats, head_kernel)
         self.cnn = EDSRBody(feats, n_blocks)
         self.lpe = nn.ModuleList(LPE(feats, lpe_dim) for _ in range(n_blocks))
         self.project = nn.Conv2d(lpe_dim * n_blocks, prior, 1)
@@ -82,10 +83,10 @@ class SSPEN(nn.Module):
     ``ms``: (B, C, h, w); ``lms``: (B, C, rh, rw); ``pan``: (B, 1, rh, rw) -> A (B, m, h, w), B (B, m, rh, rw).
     """
 
-    def __init__(self, bands, feats, n_blocks, lpe_dim, prior):
+    def __init__(self, bands, feats, n_blocks, lpe_dim, prior, head_kernel=5):
         super().__init__()
-        self.spectral = PriorBranch(bands, feats, n_blocks, lpe_dim, prior)
-        self.spatial = PriorBranch(bands + 1, feats, n_blocks, lpe_dim, prior)
+        self.spectral = PriorBranch(bands, feats, n_blocks, lpe_dim, prior, head_kernel)
+        self.spatial = PriorBranch(bands + 1, feats, n_blocks, lpe_dim, prior, head_kernel)
 
     def forward(self, ms, lms, pan):
         return self.spectral(ms), self.spatial(torch.cat([lms, pan], 1))

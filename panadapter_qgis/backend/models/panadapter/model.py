@@ -37,6 +37,7 @@ class PanAdapterConfig:
     adapter_heads: int = 4
     adapter_every: int = 1     # one adapter after every ``adapter_every`` ViT blocks
     tail_hidden: int = 64
+    head_kernel: int = 3       # the paper's heads use 5 x 5 ResBlocks; 3 x 3 keeps the small preset fast
 
     def to_dict(self):
         return asdict(self)
@@ -47,7 +48,8 @@ PRESETS = {
     "small": PanAdapterConfig(),
     # the paper's sizes: EDSR-baseline (16 x 64) and IPT (d 576, 12 heads, 12 + 12 layers), k = 96, t = 4
     "paper": PanAdapterConfig(cnn_feats=64, cnn_blocks=16, lpe_dim=16, prior=64, vit_dim=576, vit_heads=12,
-                              vit_layers=12, vit_hidden=2304, adapter_k=96, adapter_every=4, tail_hidden=576),
+                              vit_layers=12, vit_hidden=2304, adapter_k=96, adapter_every=4, tail_hidden=576,
+                              head_kernel=5),
 }
 
 
@@ -66,10 +68,10 @@ class PanAdapter(nn.Module):
         super().__init__()
         c = config
         self.bands, self.config = bands, c
-        self.sspen = SSPEN(bands, c.cnn_feats, c.cnn_blocks, c.lpe_dim, c.prior)
+        self.sspen = SSPEN(bands, c.cnn_feats, c.cnn_blocks, c.lpe_dim, c.prior, c.head_kernel)
         self.tail1 = SirenTail(2 * c.prior + 2, c.tail_hidden, bands)
         self.vit_head = nn.Sequential(SELayer(bands + 1), conv(bands + 1, c.cnn_feats, 3),
-                                      ResBlock(c.cnn_feats, 5), ResBlock(c.cnn_feats, 5))
+                                      ResBlock(c.cnn_feats, c.head_kernel), ResBlock(c.cnn_feats, c.head_kernel))
         s = c.token_stride
         self.head_down = nn.Conv2d(c.cnn_feats, c.vit_dim, s, stride=s)
         self.vit = VisionTransformer(c.vit_dim, c.vit_heads, c.vit_layers, c.vit_hidden, c.grid)
