@@ -1,0 +1,68 @@
+"""Scene adaptation: the adapter file round-trips into the deep tile loop; cancel and bad files are errors."""
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from panadapter_qgis.backend.adapt import finetune_scene, load_adapted
+from panadapter_qgis.backend.deep import DeepJob
+from panadapter_qgis.backend.errors import Cancelled, PansharpenError
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, data_dir):
+    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_09"
+    d = tmp_path_factory.mktemp("fusebox_crop")
+    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
+    gdal.Translate(pan, str(scene / "pan.tif"), srcWin=[0, 0, 256, 256])
+    gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[0, 0, 128, 128], bandList=[1, 2, 3, 4])
+    return pan, ms
+
+
+@pytest.fixture(scope="module")
+def adapter(pair, tmp_path_factory):
+    pan, ms = pair
+    out = str(tmp_path_factory.mktemp("adapter") / "scene.pt")
+    card = finetune_scene(pan, ms, out, sensor=8, iterations=30, patch=32, batch=4, device="cpu")
+    return out, card
+
+
+def test_adapter_file_and_card(adapter):
+    path, card = adapter
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "panadapter-adapter" and payload["bands"] == 4 and payload["ratio"] == 2
+    assert card["iterations"] == 30 and card["trained_parameters"] > 0
+    assert np.isfinite(card["last_loss"])
+
+
+def test_adapted_model_sharpens_the_scene(adapter, pair, tmp_path):
+    path, _ = adapter
+    pan, ms = pair
+    net, payload = load_adapted(path, bands=4)
+    out = str(tmp_path / "f.tif")
+    DeepJob(pan, ms, net, sensor=8, device="cpu", scale=payload["scale"]).write(out, tile_size=64)
+    fused = gdal.Open(out)
+    assert (fused.RasterXSize, fused.RasterYSize, fused.RasterCount) == (256, 256, 4)
+    assert fused.GetRasterBand(1).DataType == gdal.GDT_Byte
+    data = fused.ReadAsArray().astype(float)
+    ms_arr = gdal.Open(ms).ReadAsArray().astype(float)
+    assert abs(data.mean() - ms_arr.mean()) < 0.05 * ms_arr.mean()
+
+
+def test_wrong_band_count_and_not_an_adapter(adapter, tmp_path):
+    path, _ = adapter
+    with pytest.raises(PansharpenError, match="trained for 4 MS bands"):
+        load_adapted(path, bands=3)
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"hello": 1}, bogus)
+    with pytest.raises(PansharpenError, match="not an adapter file"):
+        load_adapted(str(bogus))
+
+
+def test_cancelled_finetune_writes_no_file(pair, tmp_path):
+    pan, ms = pair
+    out = tmp_path / "a.pt"
+    with pytest.raises(Cancelled):
+        finetune_scene(pan, ms, str(out), iterations=50, patch=32, batch=2, device="cpu",
+                       is_cancelled=lambda: True)
+    assert not list(tmp_path.iterdir())
