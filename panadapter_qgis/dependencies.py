@@ -2,12 +2,14 @@
 """Optional dependencies (PyTorch) and the one text that tells users how to install them.
 
 Pure Python, no qgis import: the Processing algorithms and the GUI (dependency status) both use it.
-Nothing here imports torch at module import; ``require_torch`` does, when an algorithm runs.
+Nothing here imports torch at module import; ``require_torch`` does, when an algorithm runs, and
+``device_report`` does, when the "Device and dependencies" section is shown.
 """
 import importlib.util
 import platform
 import sys
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
 
 TORCH_INSTALL_HELP = """\
 PanAdapter needs PyTorch, installed into the Python that QGIS runs (Python {python}).
@@ -75,3 +77,86 @@ def require_torch():
     except Exception as error:  # noqa: BLE001 (see docstring)
         raise MissingDependencyError(torch_missing_message(error)) from error
     return torch
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the "Device and dependencies" section shows
+
+@dataclass
+class DeviceReport:
+    """PyTorch and the compute device as the plugin sees them (``device_report``)."""
+    python: str
+    torch_version: Optional[str] = None        # None: torch could not be imported
+    torch_error: Optional[str] = None          # why not
+    cuda_build: Optional[str] = None           # CUDA version torch was built for; None: CPU-only build
+    cuda_available: bool = False
+    gpus: List[Tuple[str, int]] = field(default_factory=list)  # (name, total memory in bytes)
+    cpu_threads: Optional[int] = None
+    cpu_reason: Optional[str] = None           # why the CPU is used, when it is
+
+    @property
+    def device(self) -> str:
+        """What DEVICE = automatic runs on."""
+        if self.torch_version is None:
+            return "nothing (PyTorch is missing)"
+        if self.cuda_available and self.gpus:
+            name, memory = self.gpus[0]
+            return f"CUDA GPU 0: {name} ({memory / 2**30:.1f} GiB)"
+        return f"CPU ({self.cpu_threads} threads)" if self.cpu_threads else "CPU"
+
+    def lines(self) -> List[Tuple[str, str]]:
+        """(label, value) rows, in the order the dialog shows them."""
+        rows = [("Python", self.python)]
+        if self.torch_version is None:
+            rows.append(("PyTorch", f"not available ({self.torch_error})" if self.torch_error else "not installed"))
+        else:
+            rows.append(("PyTorch", self.torch_version))
+            rows.append(("CUDA build", self.cuda_build or "no (CPU-only build)"))
+            rows.append(("CUDA available", "yes" if self.cuda_available else "no"))
+            for index, (name, memory) in enumerate(self.gpus):
+                rows.append((f"GPU {index}", f"{name}, {memory / 2**30:.1f} GiB"))
+        rows.append(("Runs on", self.device))
+        if self.cpu_reason:
+            rows.append(("Why not a GPU", self.cpu_reason))
+        return rows
+
+    def as_text(self) -> str:
+        text = "\n".join(f"{label}: {value}" for label, value in self.lines())
+        if self.torch_version is None:
+            text += "\n\n" + torch_install_help()
+        return text
+
+
+def device_report() -> DeviceReport:
+    """Import torch (seconds the first time) and describe it and the devices it sees; never raises."""
+    report = DeviceReport(python=f"{python_version()} ({sys.prefix})")
+    try:
+        torch = require_torch()
+    except MissingDependencyError as error:
+        cause = error.__cause__
+        report.torch_error = f"{type(cause).__name__}: {cause}" if cause else None
+        report.cpu_reason = "PyTorch is not installed in the Python that QGIS runs (see below)."
+        return report
+    report.torch_version = str(torch.__version__)
+    report.cuda_build = getattr(torch.version, "cuda", None)
+    try:
+        report.cpu_threads = torch.get_num_threads()
+        report.cuda_available = bool(torch.cuda.is_available())
+        if report.cuda_available:
+            for index in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(index)
+                report.gpus.append((props.name, int(props.total_memory)))
+    except Exception as error:  # noqa: BLE001 (a broken driver must not break the dialog)
+        report.cuda_available = False
+        report.cpu_reason = f"PyTorch could not query CUDA ({type(error).__name__}: {error})."
+        return report
+    if not report.cuda_available:
+        if not report.cuda_build:
+            report.cpu_reason = (
+                f"This PyTorch ({report.torch_version}) is a CPU-only build. To use an NVIDIA GPU, install "
+                "the CUDA build: the install command without \"--index-url ...\", then restart QGIS.")
+        else:
+            report.cpu_reason = (
+                f"This PyTorch was built for CUDA {report.cuda_build} but finds no usable NVIDIA GPU: there is "
+                "none, or the NVIDIA driver is missing or too old for that CUDA version.")
+    return report

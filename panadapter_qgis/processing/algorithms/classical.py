@@ -185,6 +185,13 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(error)) from error
 
         feedback.pushInfo(run_summary(result))
+        if context.willLoadLayerOnCompletion(output_path):
+            # Shown in true colour when QGIS adds it to the project, not as a grey first band.
+            from ...gui.styling import RgbStylePostProcessor
+
+            ms_layer = self.parameterAsRasterLayer(parameters, self.MS, context)
+            context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(
+                RgbStylePostProcessor.create(sensor, ms_bands, ms_layer.bandCount() if ms_layer else None))
         return {self.OUTPUT: output_path}
 
 
