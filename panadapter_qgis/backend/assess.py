@@ -545,6 +545,7 @@ class _FullResolutionSums:
         self.q_high = np.zeros(n_bands)
         self.q_fused_pairs = np.zeros(pairs)
         self.bad_pixels = 0
+        self.nan_blocks = 0  # blocks where both images are constant: Q is NaN (0/0), as in the toolbox
         self.seconds = 0.0
 
     def fused_tile(self, t0, t1, u0, u1, h, w):
@@ -640,9 +641,13 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
                 p0, p1, q0, q1 = row0 + t0, row0 + t1, col0 + u0, col0 + u1
                 ms_up = src.ms_up(p0, p1, q0, q1)
                 pan = src.pan(p0, p1, q0, q1)
-                q_low += metrics.q_block_map(ms_up, src.pan_lowres_up(p0, p1, q0, q1)[None], BLOCK).sum(axis=(1, 2))
+                q_map = metrics.q_block_map(ms_up, src.pan_lowres_up(p0, p1, q0, q1)[None], BLOCK)
+                q_low += q_map.sum(axis=(1, 2))
+                nan_blocks = int(np.isnan(q_map).sum())
                 if n_bands > 1:
-                    q_ms_pairs += metrics.q_block_map(ms_up[i], ms_up[j], BLOCK).sum(axis=(1, 2))
+                    q_map = metrics.q_block_map(ms_up[i], ms_up[j], BLOCK)
+                    q_ms_pairs += q_map.sum(axis=(1, 2))
+                    nan_blocks += int(np.isnan(q_map).sum())
                 blocks += (t1 - t0) // BLOCK * ((u1 - u0) // BLOCK)
                 shared = (time.perf_counter() - start) / len(members)
                 for k in members:
@@ -652,9 +657,13 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
                     _, q_map = metrics.q2n(ms_up, fused_lp, BLOCK, BLOCK, cast_uint16=cast_uint16, return_map=True)
                     s.q2n += float(q_map.sum())
                     s.q2n_blocks += q_map.size
-                    s.q_high += metrics.q_block_map(fused, pan[None], BLOCK).sum(axis=(1, 2))
+                    q_map = metrics.q_block_map(fused, pan[None], BLOCK)
+                    s.q_high += q_map.sum(axis=(1, 2))
+                    s.nan_blocks += nan_blocks + int(np.isnan(q_map).sum())
                     if n_bands > 1:
-                        s.q_fused_pairs += metrics.q_block_map(fused[i], fused[j], BLOCK).sum(axis=(1, 2))
+                        q_map = metrics.q_block_map(fused[i], fused[j], BLOCK)
+                        s.q_fused_pairs += q_map.sum(axis=(1, 2))
+                        s.nan_blocks += int(np.isnan(q_map).sum())
                     s.errors.add(fused_lp - ms_up, t0, u0)
                     s.seconds += shared + time.perf_counter() - start
                     done += (t1 - t0) * (u1 - u0)
@@ -672,6 +681,9 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
                        d_lambda=float(d_lambda), d_s=d_s, hqnr=metrics.hqnr(d_lambda, d_s),
                        d_lambda_qnr=d_lambda_qnr, qnr=metrics.qnr(d_lambda_qnr, d_s), seconds=s.seconds)
             log(f"{plan['name']}: " + ", ".join(f"{INDICES[key][0]} {row[key]:.4f}" for key in FULL_KEYS))
+            if s.nan_blocks:
+                notes.append(f"{plan['name']}: in {s.nan_blocks} block comparisons both images are constant, "
+                             "so Q is undefined (0/0) and the index that uses it is NaN, as in the toolbox.")
             rows_out[k] = row
             maps_out[k] = s.errors.maps()
             groups_out[k] = [label for label, _ in s.groups]
