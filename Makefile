@@ -32,13 +32,15 @@ SENSOR ?=
 
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help deps venv qgis peers profile demo test bench zip clean
+.PHONY: help deps venv qgis peers profile demo test bench bench-quality zip clean
 
 help:
 	@echo "make demo   - pansharpen a real scene (MTF-GLP-FS) through qgis_process: demo/fused.tif + demo/fused.png"
 	@echo "              other data: make demo PAN=/path/pan.tif MS=/path/ms.tif [SENSOR=0..9]"
 	@echo "make test   - install what is missing, then run the tests"
 	@echo "make zip    - build $(ZIP)"
+	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
+	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -126,6 +128,11 @@ test: deps peers
 bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
+
+# Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.
+BENCH_QUALITY_ARGS ?=
+bench-quality: venv
+	$(PY) bench/bench_quality.py $(BENCH_QUALITY_ARGS)
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,
 # caches, data or weights other than backend/weights/*.pt|*.json (and the registry's .py files there).

@@ -1,0 +1,34 @@
+"""make bench-quality, on one small real scene and two methods: the Markdown tables it writes."""
+import pytest
+
+from bench import bench_quality
+
+
+@pytest.mark.slow
+def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_path, capsys):
+    out = tmp_path / "quality.md"
+    code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
+                               "--out", str(out), "--work", str(tmp_path / "work")])
+    assert code == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## wv3_cristianics (sensor index 2)" in text and "## Mean over 1 scenes" in text
+    assert "Peers: skipped" in text
+    rows = [line for line in text.splitlines() if line.startswith("| mtf_glp_fs |")]
+    assert len(rows) == 2  # the scene and the mean
+    cells = rows[0].strip("|").split("|")
+    assert len(cells) == 1 + 12 and all(cell.strip() not in ("", "n/a") for cell in cells)
+    assert "Total wall time" in capsys.readouterr().out
+
+
+def test_scene_selection_and_sensors(tmp_path):
+    assert [bench_quality.sensor_for(n) for n in ("wv3_cristianics", "landsat7_fusebox/scene_05",
+                                                  "sentinel2/T33UUB", "zhengzhou_4band")] == [2, 8, 9, 0]
+    scenes = bench_quality.scenes_for("default", str(tmp_path))
+    names = [s.name for s in scenes]
+    if not names:
+        pytest.skip("shared data not found")
+    assert [n for n in names if n.startswith("landsat7")] == [f"landsat7_fusebox/scene_{i:02d}"
+                                                              for i in (5, 10, 15, 20, 25, 30)]
+    assert [s.informational for s in scenes if s.name == "zhengzhou_4band"] == [True]
+    sentinel = [s for s in scenes if s.name.startswith("sentinel2/")]
+    assert sentinel and all(s.pan.endswith("_B8.vrt") and s.ms.endswith("b20m.tif") for s in sentinel)
