@@ -25,6 +25,7 @@ per fused raster and band group, embedded as PNG; :func:`write_csv` the same num
 """
 import base64
 import csv
+import functools
 import html
 import json
 import math
@@ -229,6 +230,16 @@ def _display_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
+def _bounded_gdal_cache(function):
+    """Run ``function`` with GDAL's block cache capped (``raster.limited_gdal_cache``)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with raster.limited_gdal_cache():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _fused_list(fused_paths) -> List[str]:
     if isinstance(fused_paths, (str, os.PathLike)):
         fused_paths = [fused_paths]
@@ -371,6 +382,7 @@ def _ratio(ratio, fused_grids, ref: _Grid, notes):
 
 
 @user_errors
+@_bounded_gdal_cache
 def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None, dim_cut: int = 21,
                    sensor: int = 0, *, data_range: Optional[float] = None, cast_uint16: Optional[bool] = None,
                    strip_rows: Optional[int] = None, progress: Optional[Callable] = None,
@@ -564,6 +576,7 @@ class _FullResolutionSums:
 
 
 @user_errors
+@_bounded_gdal_cache
 def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, cast_uint16: Optional[bool] = None,
                 tile_size: int = FULL_TILE, progress: Optional[Callable] = None,
                 is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:

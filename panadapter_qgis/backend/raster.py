@@ -8,6 +8,7 @@ integer) is warped onto it on the fly through a GDAL warped VRT, so memory never
 """
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -22,6 +23,21 @@ def _gdal():
     from osgeo import gdal, osr
     gdal.UseExceptions()
     return gdal, osr
+
+
+@contextmanager
+def limited_gdal_cache(max_bytes: int = 256 * 2**20):
+    """Cap GDAL's block cache (default: 5 % of the RAM) while a streaming loop runs, then restore it.
+
+    Tiles are read once; a large cache only makes the resident memory grow with the raster size.
+    """
+    gdal, _ = _gdal()
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(previous, max_bytes))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
 
 
 def open_raster(path: str, role: str):

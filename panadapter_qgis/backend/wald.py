@@ -143,7 +143,7 @@ def _fitting_nodata(value, gdal_type):
 
 @user_errors
 def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: int = 0, pan_mode="mtf",
-            ms_bands=None, float32: bool = True, out_reference: Optional[str] = None, tile_size: int = 2048,
+            ms_bands=None, float32: bool = True, out_reference: Optional[str] = None, tile_size: int = 1024,
             progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
             log: Optional[Callable] = None) -> dict:
     """Write the reduced-resolution PAN and MS of Wald's protocol, streaming in tiles.
@@ -222,7 +222,7 @@ def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: i
         tile = max(1, int(tile_size) // (r * r))
         tiles = [(a, min(a + tile, lr_rows), c, min(c + tile, lr_cols))
                  for a in range(0, lr_rows, tile) for c in range(0, lr_cols, tile)]
-        with torch.no_grad():
+        with torch.no_grad(), raster.limited_gdal_cache():
             for i, (a, b, c, d) in enumerate(tiles):
                 if is_cancelled is not None and is_cancelled():
                     raise Cancelled()
