@@ -484,6 +484,37 @@ def separable_filter_valid(x: np.ndarray, kernels) -> np.ndarray:
     return np.stack(out)
 
 
+def _upsample_axis(x: np.ndarray, ratio: int, halo: int, axis: int) -> np.ndarray:
+    """``mtf.upsample`` along one axis, in numpy (polyphase): (..., n + 2 halo, ...) -> (..., ratio * n, ...).
+
+    Output pixel ``r*m + phase`` of the interior is ``sum_d x[halo + m - d] * K[r*d + phase - m_min]`` over
+    the taps of the toolbox interpolator ``K`` (``mtf.interp_kernel``): one small correlation per phase.
+    """
+    kernel, m_min = mtf.interp_kernel(ratio)
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1] - 2 * halo
+    out = np.empty(x.shape[:-1] + (ratio * n,))
+    for phase in range(ratio):
+        offset = phase - m_min
+        d_min = -(offset // ratio)                     # ceil(-offset / r)
+        d_max = (len(kernel) - 1 - offset) // ratio
+        taps = np.array([kernel[ratio * d + offset] for d in range(d_max, d_min - 1, -1)])
+        windows = np.lib.stride_tricks.sliding_window_view(x, len(taps), axis=-1)
+        out[..., phase::ratio] = windows[..., halo - d_max:halo - d_max + n, :] @ taps
+    return np.moveaxis(out, -1, axis)
+
+
+def upsample_valid(x: np.ndarray, ratio: int, halo: int) -> np.ndarray:
+    """The toolbox interpolation of ``mtf.upsample`` in numpy: (C, h + 2 halo, w + 2 halo) -> (C, r h, r w).
+
+    float64 throughout; several times faster on the CPU than torch's float64 transposed convolution.
+    """
+    if ratio == 1:
+        return x[:, halo:x.shape[1] - halo, halo:x.shape[2] - halo]
+    rows = _upsample_axis(np.asarray(x, dtype=np.float64), ratio, halo, axis=1)
+    return _upsample_axis(rows, ratio, halo, axis=2)
+
+
 class _FullResolutionTiles:
     """The reference images of the full-resolution indices, for any tile of the PAN output grid of ``info``.
 
@@ -507,7 +538,7 @@ class _FullResolutionTiles:
         return p0 // self.r - self.interp_halo, -(-p1 // self.r) + self.interp_halo
 
     def _upsampled(self, lowres, p0, p1, q0, q1, m0, n0):
-        up = mtf.upsample(self._tensor(lowres), self.r, self.interp_halo)[0].numpy()
+        up = upsample_valid(lowres, self.r, self.interp_halo)
         top, left = p0 - self.r * (m0 + self.interp_halo), q0 - self.r * (n0 + self.interp_halo)
         return up[:, top:top + p1 - p0, left:left + q1 - q0]
 
