@@ -274,3 +274,11 @@ def test_rasters_that_cannot_be_compared_are_refused_with_a_sentence(wv3, tmp_pa
     with pytest.raises(PansharpenError, match="less than one 32 x 32 block"):
         assess.assess_full(_copy(wv3.full["mtf_glp_fs"], tmp_path / "tiny.tif", srcWin=[0, 0, 20, 100]),
                            wv3.pan, wv3.ms, 2)
+
+
+@pytest.mark.parametrize("ratio", [2, 3, 4, 8])
+def test_numpy_interpolation_is_the_torch_one(ratio):
+    halo = mtf.interp_halo(ratio)
+    x = np.random.default_rng(ratio).uniform(0, 2047, (3, 19 + 2 * halo, 26 + 2 * halo))
+    expected = mtf.upsample(torch.from_numpy(x)[None], ratio, halo)[0].numpy()
+    np.testing.assert_allclose(assess.upsample_valid(x, ratio, halo), expected, rtol=0, atol=1e-9)
