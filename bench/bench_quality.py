@@ -295,6 +295,8 @@ def mean_rows(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene]) -> List
                       and math.isfinite(r.values[key])]
             if values:
                 row.values[key] = sum(values) / len(values)
+                if len(values) < len(rows) and key in LABELS:
+                    row.notes.append(f"{LABELS[key]}: mean of the {len(values)} scenes where it is defined")
         if len(rows) < len(scored):
             row.notes.append(f"on {len(rows)} of {len(scored)} scenes")
         out.append(row)
