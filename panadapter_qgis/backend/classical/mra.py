@@ -56,8 +56,10 @@ class MTFGLPHPM(ClassicalMethod):
         pan_lp_b = a * (ctx["pan_lp_mtf"] - p["mean_p"]) + means
         # Guard (not in the toolbox, which divides by P_LP + eps): where the equalised PAN low-pass falls
         # near zero (dark pixels of a band whose mean is small against its spread) the ratio explodes.
+        # Both sides are floored alike, so a dark pixel (water in a NIR-heavy PAN) keeps a ratio near one
+        # instead of being zeroed.
         floor = HPM_FLOOR * means
-        return ms * torch.clamp(pan_b, min=0) / torch.maximum(pan_lp_b, floor)
+        return ms * torch.maximum(pan_b, floor) / torch.maximum(pan_lp_b, floor)
 
 
 class MTFGLPFS(ClassicalMethod):
