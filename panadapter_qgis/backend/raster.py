@@ -288,40 +288,74 @@ def dtype_range(gdal_type):
     return np_type, None, None
 
 
-class GeoTiffWriter:
-    """Tiled, compressed GeoTIFF written to ``path + '.part.tif'`` and renamed into place by ``commit``."""
+class TiledGeoTiff:
+    """A tiled, compressed GeoTIFF written to ``path + '.part.tif'`` and renamed into place by ``commit``;
+    ``abort`` removes it, so a failed or cancelled run leaves nothing behind."""
 
-    def __init__(self, path: str, info: PairInfo, float32: bool, method_name: str):
+    def __init__(self, path, cols, rows, bands, gdal_type, geotransform, crs_wkt, descriptions, metadata=None,
+                 nodata=None):
         gdal, _ = _gdal()
         self.path = path
         self.tmp = path + ".part.tif"
         out_dir = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(out_dir):
             raise PansharpenError(f"The output folder '{out_dir}' does not exist.")
-        self.gdal_type = gdal.GDT_Float32 if float32 else info.ms_dtype
-        self.np_type, self.vmin, self.vmax = dtype_range(self.gdal_type)
-        self.nodata = self._choose_nodata(info)
+        self.gdal_type = gdal_type
+        self.np_type, self.vmin, self.vmax = dtype_range(gdal_type)
+        self.nodata = nodata
         is_int = self.vmin is not None
         # DEFLATE level 1 compressed by all CPUs: 2-4x faster to write than the default level 6, files within
         # a few percent of its size, and readable everywhere (unlike ZSTD).
         options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
-                   "NUM_THREADS=ALL_CPUS",
-                   f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
-        driver = gdal.GetDriverByName("GTiff")
+                   "NUM_THREADS=ALL_CPUS", f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER",
+                   "INTERLEAVE=BAND"]
         try:
-            self.ds = driver.Create(self.tmp, info.out_cols, info.out_rows, len(info.ms_bands),
-                                    self.gdal_type, options)
+            self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, cols, rows, bands, gdal_type, options)
         except RuntimeError as exc:
             raise PansharpenError(f"The output '{path}' cannot be created: {exc}") from exc
-        self.ds.SetGeoTransform(info.out_geotransform)
-        self.ds.SetProjection(info.crs_wkt)
-        self.ds.SetMetadataItem("PANSHARPENING_METHOD", method_name)
-        self.ds.SetMetadataItem("PANSHARPENING_RATIO", str(info.ratio))
-        for i, desc in enumerate(info.band_descriptions):
+        self.ds.SetGeoTransform(geotransform)
+        self.ds.SetProjection(crs_wkt)
+        for key, value in (metadata or {}).items():
+            self.ds.SetMetadataItem(key, str(value))
+        for i, desc in enumerate(descriptions):
             band = self.ds.GetRasterBand(i + 1)
             band.SetDescription(desc)
-            if self.nodata is not None:
-                band.SetNoDataValue(self.nodata)
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
+
+    def write(self, data: np.ndarray, row: int, col: int):
+        self.ds.WriteArray(data, xoff=col, yoff=row, band_list=list(range(1, data.shape[0] + 1)))
+
+    def commit(self):
+        self.ds.FlushCache()
+        self.ds = None
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise PansharpenError(f"The output '{self.path}' cannot be written: {exc}") from exc
+        aux = self.tmp + ".aux.xml"
+        if os.path.exists(aux):
+            os.remove(aux)
+
+    def abort(self):
+        self.ds = None
+        for p in (self.tmp, self.tmp + ".aux.xml"):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+class GeoTiffWriter(TiledGeoTiff):
+    """The fused output of a pair: the PAN grid, the MS band descriptions and type (or Float32), nodata."""
+
+    def __init__(self, path: str, info: PairInfo, float32: bool, method_name: str):
+        gdal, _ = _gdal()
+        gdal_type = gdal.GDT_Float32 if float32 else info.ms_dtype
+        self.np_type, self.vmin, self.vmax = dtype_range(gdal_type)
+        super().__init__(path, info.out_cols, info.out_rows, len(info.ms_bands), gdal_type,
+                         info.out_geotransform, info.crs_wkt, info.band_descriptions,
+                         {"PANSHARPENING_METHOD": method_name, "PANSHARPENING_RATIO": info.ratio},
+                         self._choose_nodata(info))
 
     def _choose_nodata(self, info):
         for value in (info.ms_nodata, info.pan_nodata):
@@ -354,24 +388,3 @@ class GeoTiffWriter:
             if valid is not None:
                 out[:, ~valid] = nd
         return out
-
-    def write(self, data: np.ndarray, row: int, col: int):
-        self.ds.WriteArray(data, xoff=col, yoff=row, band_list=list(range(1, data.shape[0] + 1)))
-
-    def commit(self):
-        self.ds.FlushCache()
-        self.ds = None
-        try:
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self.abort()
-            raise PansharpenError(f"The output '{self.path}' cannot be written: {exc}") from exc
-        aux = self.tmp + ".aux.xml"
-        if os.path.exists(aux):
-            os.remove(aux)
-
-    def abort(self):
-        self.ds = None
-        for p in (self.tmp, self.tmp + ".aux.xml"):
-            if os.path.exists(p):
-                os.remove(p)

@@ -15,7 +15,6 @@ borders are replicated beyond the processing grid in both, as ``imfilter(..., 'r
 """
 import dataclasses
 import math
-import os
 import time
 from typing import Callable, Optional
 
@@ -61,36 +60,8 @@ def degrade_arrays(pan, ms, ratio: int, ms_gains, pan_gain: float, pan_mode="mtf
     return pan_lr[0].numpy(), ms_lr[0].numpy()
 
 
-class _Output:
-    """A tiled, compressed GeoTIFF written to ``path + '.part.tif'`` and renamed into place by ``commit``."""
-
-    def __init__(self, path, cols, rows, bands, gdal_type, geotransform, crs_wkt, descriptions, metadata,
-                 nodata=None):
-        from osgeo import gdal
-        gdal.UseExceptions()
-        self.path = path
-        self.tmp = path + ".part.tif"
-        out_dir = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(out_dir):
-            raise PansharpenError(f"The output folder '{out_dir}' does not exist.")
-        self.np_type, self.vmin, self.vmax = raster.dtype_range(gdal_type)
-        is_int = self.vmin is not None
-        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
-                   f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
-        try:
-            self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, cols, rows, bands, gdal_type, options)
-        except RuntimeError as exc:
-            raise PansharpenError(f"The output '{path}' cannot be created: {exc}") from exc
-        self.ds.SetGeoTransform(geotransform)
-        self.ds.SetProjection(crs_wkt)
-        for key, value in metadata.items():
-            self.ds.SetMetadataItem(key, str(value))
-        self.nodata = nodata
-        for i, description in enumerate(descriptions):
-            band = self.ds.GetRasterBand(i + 1)
-            band.SetDescription(description)
-            if nodata is not None:
-                band.SetNoDataValue(nodata)
+class _Output(raster.TiledGeoTiff):
+    """A degraded raster: values rounded and clipped to its type, nodata where ``invalid``."""
 
     def write(self, data: np.ndarray, row: int, col: int, invalid: Optional[np.ndarray] = None):
         out = data
@@ -99,25 +70,7 @@ class _Output:
         out = out.astype(self.np_type)
         if invalid is not None and self.nodata is not None:
             out[:, invalid] = self.nodata
-        self.ds.WriteArray(out, xoff=col, yoff=row, band_list=list(range(1, out.shape[0] + 1)))
-
-    def commit(self):
-        self.ds.FlushCache()
-        self.ds = None
-        try:
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self.abort()
-            raise PansharpenError(f"The output '{self.path}' cannot be written: {exc}") from exc
-        for stale in (self.tmp + ".aux.xml",):
-            if os.path.exists(stale):
-                os.remove(stale)
-
-    def abort(self):
-        self.ds = None
-        for p in (self.tmp, self.tmp + ".aux.xml"):
-            if os.path.exists(p):
-                os.remove(p)
+        super().write(out, row, col)
 
 
 def _invalid_blocks(values: np.ndarray, nodata, factor: int) -> Optional[np.ndarray]:
