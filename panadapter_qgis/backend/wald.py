@@ -15,6 +15,7 @@ borders are replicated beyond the processing grid in both, as ``imfilter(..., 'r
 """
 import dataclasses
 import math
+import os
 import time
 from typing import Callable, Optional
 
