@@ -8,7 +8,7 @@ features, accumulated over the whole image.
 """
 import numpy as np
 
-from .base import ClassicalMethod, as_tensor
+from .base import ClassicalMethod
 
 
 def nnls_gram(gram: np.ndarray, rhs: np.ndarray, max_iter: int = 200) -> np.ndarray:

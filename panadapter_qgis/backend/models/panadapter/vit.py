@@ -8,7 +8,6 @@ are defined on a ``grid x grid`` token grid and resized (bicubic) for other tile
 """
 import copy
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
