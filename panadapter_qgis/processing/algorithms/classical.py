@@ -20,22 +20,16 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ...dependencies import MissingDependencyError, require_torch
 from ...plugin_files import icon_path
+from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
 GROUP_ID = "classical"
 DEVICES = ("auto", "cpu", "cuda")  # DESIGN.md enum order
 DEVICE_LABELS = ("Automatic (GPU when available, else CPU)", "CPU", "CUDA GPU")
-GDAL_SUFFIXES = (".tif", ".tiff")
-
-
-def tr(text):
-    return QCoreApplication.translate("PanAdapter", text)
 
 
 def method_specs():
@@ -137,15 +131,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
 
     def _gdal_path(self, parameters, name, context):
         """File path of a raster layer parameter; the backend reads files through GDAL only."""
-        layer = self.parameterAsRasterLayer(parameters, name, context)
-        if layer is None:
-            raise QgsProcessingException(f"The {name} layer could not be loaded.")
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"The {name} layer '{layer.name()}' comes from the '{layer.providerType()}' data provider; "
-                "PanAdapter reads raster files through GDAL only. Save the layer as a GeoTIFF "
-                "(right-click > Export > Save As...) and use that file.")
-        return layer.source()
+        return layer_file(self.parameterAsRasterLayer(parameters, name, context), name)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         pan_path = self._gdal_path(parameters, self.PAN, context)
@@ -160,16 +146,9 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output_path)}'.")
 
-        try:
-            require_torch()
-        except MissingDependencyError as error:
-            raise QgsProcessingException(str(error)) from error
-        try:
-            from ...backend.errors import PansharpenError
-            from ...backend.pipeline import pansharpen
-        except ImportError as error:
-            raise QgsProcessingException(
-                f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
+        require_backend()
+        from ...backend.errors import PansharpenError
+        from ...backend.pipeline import pansharpen
 
         feedback.pushInfo(f"{self.displayName()}: sharpening {os.path.basename(ms_path)} "
                           f"with {os.path.basename(pan_path)}.")

@@ -21,51 +21,23 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ...dependencies import MissingDependencyError, require_torch
 from ...plugin_files import icon_path
+from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
 from ..help import QUALITY_ALGORITHMS, algorithm_help_html, first_sentence, quality_parameter_help
 
 GROUP = "Quality assessment"
 GROUP_ID = "quality"
 PAN_MODE_LABELS = ("MTF: sensor panchromatic MTF, then decimation", "Bicubic: MATLAB imresize (antialiased)")
-GDAL_SUFFIXES = (".tif", ".tiff")
-
-
-def tr(text):
-    return QCoreApplication.translate("PanAdapter", text)
-
-
-def layer_file(layer, name):
-    """File path of a raster layer; the backend reads files through GDAL only."""
-    if layer is None:
-        raise QgsProcessingException(f"The {name} layer could not be loaded.")
-    if not isinstance(layer, QgsRasterLayer):
-        raise QgsProcessingException(f"The {name} layer '{layer.name()}' is not a raster layer.")
-    if layer.providerType() != "gdal":
-        raise QgsProcessingException(
-            f"The {name} layer '{layer.name()}' comes from the '{layer.providerType()}' data provider; "
-            "PanAdapter reads raster files through GDAL only. Save the layer as a GeoTIFF "
-            "(right-click > Export > Save As...) and use that file.")
-    return layer.source()
 
 
 def load_backend():
     """Check PyTorch, then import the backend modules (QgsProcessingException with instructions otherwise)."""
-    try:
-        require_torch()
-    except MissingDependencyError as error:
-        raise QgsProcessingException(str(error)) from error
-    try:
-        from ...backend import assess, wald
-        from ...backend.errors import PansharpenError
-    except ImportError as error:
-        raise QgsProcessingException(
-            f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
+    require_backend()
+    from ...backend import assess, wald
+    from ...backend.errors import PansharpenError
     return assess, wald, PansharpenError
 
 
