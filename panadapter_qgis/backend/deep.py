@@ -147,5 +147,5 @@ class DeepJob:
     def _valid(self, tile, data):
         """PAN-scale validity mask of the tile interior (numpy bool) or None when nothing is nodata."""
         pan, ms = data
-        full, _ = self.source.valid_masks(None, pan, ms, tile)
+        full, _ = self.source.valid_masks(pan, ms, tile)
         return None if full is None else full.cpu().numpy()

@@ -43,9 +43,9 @@ class TileSource:
         pan_t = torch.from_numpy(pan).to(self.device)[None]
         ms_t = torch.from_numpy(ms).to(self.device)[None]
         ctx = TileContext(pan_t, ms_t, self.halo, self.info.ratio, self.gains, self.pan_gain)
-        return ctx, self.valid_masks(ctx, pan, ms, tile)
+        return ctx, self.valid_masks(pan, ms, tile)
 
-    def valid_masks(self, ctx, pan, ms, tile):
+    def valid_masks(self, pan, ms, tile):
         """(PAN-scale mask, MS-scale mask) of the tile interior, or (None, None) when there is no nodata."""
         torch = import_torch()
         info, h, r = self.info, self.halo, self.info.ratio
@@ -264,9 +264,6 @@ def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
                log: Optional[Callable] = None) -> dict:
     """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``."""
-    create_method(method)
-    if not output_path:
-        raise PansharpenError("No output file was given.")
     job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
     return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
                      is_cancelled=is_cancelled)
