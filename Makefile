@@ -32,7 +32,7 @@ SENSOR ?=
 
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help deps venv qgis peers profile demo test bench bench-quality zip clean
+.PHONY: help deps venv qgis peers profile demo test bench bench-quality weights zip clean
 
 help:
 	@echo "make demo   - pansharpen a real scene (MTF-GLP-FS) through qgis_process: demo/fused.tif + demo/fused.png"
@@ -41,6 +41,7 @@ help:
 	@echo "make zip    - build $(ZIP)"
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
+	@echo "make weights - train the bundled PanAdapter weights (about 25 min on a 2-core CPU)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -128,6 +129,12 @@ test: deps peers
 bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
+
+# The bundled PanAdapter weights (backend/weights/panadapter_small.pt + .json card): restoration
+# pre-training of the backbones, then PanAdapter's two stages, on the FuseBox training scenes. About
+# 25 min on a 2-core CPU, resumable (build/weights/); WEIGHTS_ARGS="--device cuda" on a GPU.
+weights: venv
+	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
 
 # Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.
 BENCH_QUALITY_ARGS ?=

@@ -156,7 +156,31 @@ def three_band_view(src: str, bands, dst: str) -> str:
     return dst
 
 
-def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log) -> Tuple[list, dict]:
+DEEP_ROW = "panadapter (scene-adapted)"
+
+
+def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log) -> Tuple[str, Row]:
+    """PanAdapter adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair."""
+    from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene
+
+    row = Row(DEEP_ROW)
+    adapter, out = os.path.join(folder, "panadapter.pt"), os.path.join(folder, "panadapter.tif")
+    start = time.perf_counter()
+    card = finetune_scene(pan, ms, adapter, sensor=scene.sensor, iterations=iterations, device="auto")
+    t_train = time.perf_counter() - start
+    result = sharpen_scene(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
+    t_infer = time.perf_counter() - start - t_train
+    mp = result["width"] * result["height"] / 1e6
+    row.values.update(seconds=t_train + t_infer, train_s=t_train, infer_mps=mp / t_infer)
+    row.notes.append(f"adaptation {card['iterations']} iterations in {t_train:.0f} s on {card['device']} "
+                     f"(loss {card['first_loss']:.4f} -> {card['last_loss']:.4f}), inference {mp / t_infer:.3f} "
+                     "MP/s")
+    log(f"    {DEEP_ROW}: {row.notes[-1]}")
+    return out, row
+
+
+def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log,
+             deep_iterations: int = 0) -> Tuple[list, dict]:
     """Run every method and peer on (pan, ms): ([(row name, path, three_bands)], {row name: Row})."""
     os.makedirs(folder, exist_ok=True)
     outputs, rows = [], {}
@@ -171,6 +195,13 @@ def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: b
             continue
         row.values["seconds"] = time.perf_counter() - start
         outputs.append((method, out, False))
+    if deep_iterations:
+        try:
+            out, rows[DEEP_ROW] = fuse_deep(scene, pan, ms, folder, deep_iterations, log)
+            outputs.append((DEEP_ROW, out, False))
+        except Exception as exc:  # noqa: BLE001
+            rows[DEEP_ROW] = Row(DEEP_ROW, notes=[f"failed: {exc}"])
+            log(f"    {DEEP_ROW} failed: {exc}")
     if not use_peers:
         return outputs, rows
     for peer, run in peers.PEERS.items():
@@ -209,7 +240,8 @@ def assess_rows(results, outputs, rows, keys, prefix):
             row.notes.append(f"{prefix}: {100 * result_row['nodata_fraction']:.2g} % no-data pixels counted as 0")
 
 
-def run_scene(scene: Scene, work: str, methods, use_peers: bool, log) -> Tuple[Dict[str, Row], List[str]]:
+def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
+              deep_iterations: int = 0) -> Tuple[Dict[str, Row], List[str]]:
     folder = os.path.join(work, scene.name.replace("/", "_"))
     os.makedirs(folder, exist_ok=True)
     notes = []
@@ -217,14 +249,16 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log) -> Tuple[D
     pan_lr, ms_lr, reference = (os.path.join(folder, f) for f in ("pan_lr.tif", "ms_lr.tif", "reference.tif"))
     degraded = wald.degrade(scene.pan, scene.ms, pan_lr, ms_lr, sensor=scene.sensor, out_reference=reference)
     ratio = degraded["ratio"]
-    rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log)
+    rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log,
+                             deep_iterations)
     rr = assess.assess_reduced([p for _, p, _ in rr_out], reference, ratio=ratio, dim_cut=21, sensor=scene.sensor)
     assess_rows(rr, rr_out, rr_rows, RR_KEYS, "RR")
     notes += [f"RR: {n}" for n in rr["notes"] if "matched by their descriptions" not in n]
     notes.append(f"RR: reduced MS {degraded['cols']} x {degraded['rows']}, ratio {ratio}, PSNR peak "
                  f"{rr['data_range']:g} ({rr['data_range_source']})")
     # full resolution
-    fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log)
+    fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log,
+                             deep_iterations)
     fr = assess.assess_full([p for _, p, _ in fr_out], scene.pan, scene.ms, sensor=scene.sensor)
     assess_rows(fr, fr_out, fr_rows, FR_KEYS, "FR")
     notes += [f"FR: {n}" for n in fr["notes"] if "matched by their descriptions" not in n]
@@ -234,9 +268,13 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log) -> Tuple[D
         for source, tag in ((rr_rows.get(name), "rr_s"), (fr_rows.get(name), "fr_s")):
             if source is None:
                 continue
-            row.values.update({k: v for k, v in source.values.items() if k != "seconds"})
+            row.values.update({k: v for k, v in source.values.items()
+                               if k not in ("seconds", "train_s", "infer_mps")})
             if "seconds" in source.values:
                 row.values[tag] = source.values["seconds"]
+            for key in ("train_s", "infer_mps"):
+                if key in source.values:
+                    row.values[f"{tag[:2]}_{key}"] = source.values[key]
             row.notes += source.notes
         merged[name] = row
     return merged, notes
@@ -303,6 +341,38 @@ def mean_rows(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene]) -> List
     return out
 
 
+def deep_comparison(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene], classical) -> List[str]:
+    """Per scene: the adapted PanAdapter against the best classical method of the provider on each index."""
+    lines = ["| scene | ERGAS adapted | best classical ERGAS | gain | SAM adapted | best classical SAM | "
+             "HQNR adapted | best classical HQNR | adaptation s (RR) | inference MP/s (FR) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    gains, wins = [], []
+    for scene in scenes:
+        rows = per_scene.get(scene.name)
+        if not rows or DEEP_ROW not in rows or "ergas" not in rows[DEEP_ROW].values:
+            continue
+        deep = rows[DEEP_ROW].values
+        ours = [rows[m].values for m in classical if m in rows and "ergas" in rows[m].values]
+
+        def best(key, higher=False):
+            values = [(v[key], name) for v, name in zip(ours, [m for m in classical if m in rows])
+                      if isinstance(v.get(key), float) and math.isfinite(v[key])]
+            return (max if higher else min)(values) if values else (float("nan"), "")
+        (be, bn), (bs, sn), (bh, hn) = best("ergas"), best("sam"), best("hqnr", True)
+        gain = 1 - deep["ergas"] / be
+        if not scene.informational:
+            gains.append(gain)
+            wins.append(deep["ergas"] < be and deep["sam"] < bs and deep.get("hqnr", -1) >= bh)
+        lines.append(f"| {scene.name}{' (informational)' if scene.informational else ''} | {deep['ergas']:.3f} | "
+                     f"{be:.3f} ({bn}) | {100 * gain:.1f} % | {deep['sam']:.3f} | {bs:.3f} ({sn}) | "
+                     f"{deep.get('hqnr', float('nan')):.4f} | {bh:.4f} ({hn}) | {deep.get('rr_train_s', float('nan')):.0f} | "
+                     f"{deep.get('fr_infer_mps', float('nan')):.3f} |")
+    if gains:
+        lines += ["", f"Mean ERGAS gain over the best classical method: {100 * sum(gains) / len(gains):.1f} % on "
+                  f"{len(gains)} scenes; better on ERGAS, SAM and HQNR together on {sum(wins)} of {len(wins)}."]
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", default="default",
@@ -310,6 +380,8 @@ def main(argv=None) -> int:
                              "zhengzhou_4band, sentinel2/T33UUB, ...)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method ids (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
+    parser.add_argument("--adapt-iterations", type=int, default=600,
+                        help="PanAdapter scene adaptation iterations (0: no deep model)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -364,7 +436,7 @@ def main(argv=None) -> int:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")
         try:
-            rows, notes = run_scene(scene, work, methods, not args.no_peers, log)
+            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, args.adapt_iterations)
         except Exception as exc:  # noqa: BLE001 (one scene must not stop the benchmark)
             failures += 1
             log(f"   FAILED: {exc}")
@@ -390,6 +462,14 @@ def main(argv=None) -> int:
         section += markdown_table(means) + [""]
         section += [f"- {r.name}: {'; '.join(r.notes)}" for r in means if r.notes]
         lines += section
+        log("\n" + "\n".join(section))
+    if args.adapt_iterations and per_scene:
+        section = ["## Scene-adapted PanAdapter against the best classical method", "",
+                   f"Each pair is adapted on itself ({args.adapt_iterations} iterations of panadapter:finetune on "
+                   "its Wald-degraded version: the RR pair for the RR scores, the original pair for HQNR), "
+                   "starting from the bundled weights, which never saw these scenes.", ""]
+        section += deep_comparison(per_scene, scenes, methods)
+        lines += [""] + section
         log("\n" + "\n".join(section))
     total = time.perf_counter() - start
     lines += ["", f"Total wall time {total / 60:.1f} min ({os.cpu_count()} CPUs)."]

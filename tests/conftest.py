@@ -36,13 +36,7 @@ def istanbul(data_dir):
 _REGISTERED = {}  # the Python provider object must stay referenced, or sip drops its Python overrides
 
 
-@pytest.fixture
-def panadapter_provider(qgis_app, qgis_processing):
-    """The ``panadapter`` provider, registered in ``QgsApplication.processingRegistry()``.
-
-    Registered once per session; a test that unloads the plugin removes it (the registry deletes it), and
-    the next test that asks for it registers a new one.
-    """
+def _provider():
     from qgis.core import QgsApplication
 
     from panadapter_qgis.processing.provider import PanAdapterProvider
@@ -54,6 +48,22 @@ def panadapter_provider(qgis_app, qgis_processing):
         assert registry.addProvider(provider)
         _REGISTERED["panadapter"] = provider
     return provider
+
+
+@pytest.fixture
+def panadapter_provider(qgis_app, qgis_processing):
+    """The ``panadapter`` provider, registered in ``QgsApplication.processingRegistry()``.
+
+    Registered once per session; a test that unloads the plugin removes it (the registry deletes it), and
+    the next test that asks for it registers a new one.
+    """
+    return _provider()
+
+
+@pytest.fixture(scope="module")
+def module_provider(qgis_app, qgis_processing):
+    """The same, for module-scoped fixtures that run algorithms."""
+    return _provider()
 
 
 @pytest.fixture

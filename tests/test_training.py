@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from osgeo import gdal
 import torch
 
 from panadapter_qgis.backend import mtf
@@ -40,12 +41,18 @@ def test_scene_crops_follow_walds_protocol(data_dir):
     assert torch.allclose(lms[..., 12:-12, 12:-12].float(), b["lms"][..., 12:-12, 12:-12], atol=2e-3)
 
 
-def test_scene_too_small_and_bad_patch(data_dir):
+def test_scene_too_small_and_bad_patch(data_dir, tmp_path):
     scene = data_dir / "pansharpening" / "landsat8_istanbul"
-    with pytest.raises(PansharpenError, match="multiple of the ratio"):
-        SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=33)
-    with pytest.raises(PansharpenError, match="too small"):
-        SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=512)
+    with pytest.raises(PansharpenError, match="multiple of 4"):
+        SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=34)
+    # a patch larger than the scene shrinks to the largest multiple of 4 (ratio 2, token stride 4) that fits
+    crops = SceneCrops(str(scene / "pan.tif"), str(scene / "ms.tif"), patch=512, budget=2**16)
+    assert crops.patch == 184 and crops.sample(np.random.default_rng(0))["gt"].shape[-1] == 184
+    pan, ms = str(tmp_path / "pan.tif"), str(tmp_path / "ms.tif")
+    gdal.Translate(pan, str(scene / "pan.tif"), srcWin=[0, 0, 24, 24])
+    gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[0, 0, 12, 12])
+    with pytest.raises(PansharpenError, match="too small to learn from"):
+        SceneCrops(pan, ms, patch=64)
 
 
 def _tiny_problem(data_dir):

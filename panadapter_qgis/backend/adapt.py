@@ -1,20 +1,23 @@
 """Scene-adaptive fine-tuning: adapt a deep model to the user's own PAN/MS pair, with no training set.
 
 The pair is degraded by Wald's protocol (``training.datasets.SceneCrops``): the model learns to rebuild the
-MS from the degraded MS and PAN, then sharpens the full-resolution pair. Only the parameter groups of
-scene adaptation are trained (PanAdapter: adapters, projections, INR tail and the band-dependent heads);
-the backbones stay frozen. The result is an *adapter file* that ``DeepJob``/``panadapter:panadapter`` reads.
+MS from the degraded MS and PAN, then sharpens the full-resolution pair. PanAdapter is adapted in its two
+stages: stage 1 (the prior extractors and Tail1) then stage 2 (adapters, projections, ViT head and Tail2),
+``stage2_share`` of the iterations going to stage 2. From pre-trained weights (the bundled ones by default)
+the backbones stay frozen: in stage 1 only the band heads, the LPE modules, their projections and Tail1
+learn; with no pre-trained weights every stage-1 parameter learns. The result is an *adapter file* that
+``DeepJob``/``panadapter:panadapter`` reads.
 
 Adapter file (``torch.save``, read with ``weights_only=True``): ``format``, ``version``, ``model``,
-``preset``, ``bands``, ``ratio``, ``sensor``, ``scale`` (the scene normalisation), ``base`` (the weights it
-was adapted from, or ``None``), ``state`` (the tensors it changed; the whole model when there was no base),
-``card`` (iterations, seconds, losses).
+``preset``, ``bands``, ``ratio``, ``sensor``, ``scale`` (the scene normalisation), ``stage`` (the forward
+to use), ``base`` (file name of the weights it was adapted from, or ``None``), ``base_sha256``, ``state``
+(the tensors it changed; the whole model when there was no base), ``card`` (iterations, seconds, losses).
 """
 import os
 import time
 from typing import Callable, Optional
 
-
+from . import weights
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
 from .training.datasets import SceneCrops
@@ -50,44 +53,29 @@ def _load_base(net, base_path):
     return loaded
 
 
-@user_errors
-def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
-                   ms_bands=None, iterations=300, minutes=None, device="auto", base_weights=None, patch=64,
-                   batch=8, lr=1e-3, seed=0, progress: Optional[Callable] = None,
-                   is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
-    """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card."""
+def resolve_base(base_weights, model="panadapter"):
+    """``"bundled"`` -> the bundled checkpoint (None when the plugin ships none); a path must exist."""
+    if base_weights in (None, ""):
+        return None
+    if base_weights == "bundled":
+        return weights.bundled(model)
+    if not os.path.isfile(base_weights):
+        raise PansharpenError(f"The weights file '{base_weights}' does not exist.")
+    return base_weights
+
+
+def _split(total, share):
+    """(stage-1, stage-2) parts of ``total`` (iterations or minutes)."""
+    if total is None:
+        return None, None
+    second = total * float(share)
+    if isinstance(total, int):
+        second = int(round(second))
+    return total - second, second
+
+
+def _save(payload, output_path):
     torch = import_torch()
-    log = log or (lambda msg: None)
-    if not output_path:
-        raise PansharpenError("No output adapter file was given.")
-    if int(iterations) < 1:
-        raise PansharpenError("ITERATIONS must be at least 1.")
-    dev = select_device(device)
-    crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
-    torch.manual_seed(seed)
-    net = _create(model, crops.bands, preset).to(dev)
-    base = None
-    if base_weights:
-        n = _load_base(net, base_weights)
-        base = os.path.basename(base_weights)
-        log(f"Loaded {n} tensors from {base}.")
-        groups = net.ADAPT + net.BAND_DEPENDENT
-    else:
-        log("No pre-trained weights given: every parameter is trained on the scene.")
-        groups = ("",)
-    params = net.set_trainable(groups)
-    log(f"Adapting {sum(p.numel() for p in params):,} parameters on {len(crops.windows)} windows of the "
-        f"degraded scene (ratio {crops.ratio}, scale {crops.scale:.4g}).")
-    t0 = time.perf_counter()
-    result = train(net, lambda rng: crops.batch(batch, rng), l1_step(), params, iterations=int(iterations),
-                   lr=lr, minutes=minutes, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled,
-                   log=log)
-    names = {n for n, p in net.named_parameters() if p.requires_grad}
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in names}
-    card = dict(result.to_dict(), seconds=time.perf_counter() - t0, patch=patch, batch=batch, lr=lr,
-                trained_parameters=int(sum(p.numel() for p in params)))
-    payload = dict(format=FORMAT, version=1, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
-                   sensor=int(sensor), scale=float(crops.scale), base=base, state=state, card=card)
     tmp = output_path + ".part"
     try:
         torch.save(payload, tmp)
@@ -96,15 +84,100 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         if os.path.exists(tmp):
             os.remove(tmp)
         raise PansharpenError(f"The adapter file '{output_path}' cannot be written: {exc}") from exc
-    log(f"Adapter written: {output_path} ({result.iterations} iterations, loss {result.first_loss:.4f} -> "
-        f"{result.last_loss:.4f}).")
+
+
+def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, lr=1e-3, device=None, seed=0,
+               progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False):
+    """Stage 1 then stage 2 of PanAdapter, ``stage2_share`` of the iterations (and minutes) to stage 2.
+
+    ``groups``: (stage-1 parameter prefixes, stage-2 prefixes). Returns (results, names of the trained
+    tensors, the stage whose forward gives the output).
+    """
+    n1, n2 = _split(int(iterations), stage2_share)
+    m1, m2 = _split(minutes, stage2_share)
+    log = log or (lambda msg: None)
+    trained, results = set(), []
+    for stage, its, mins, prefixes, (a, b) in ((1, n1, m1, groups[0], (0.0, n1 / iterations)),
+                                                (2, n2, m2, groups[1], (n1 / iterations, 1.0))):
+        if its < 1:
+            continue
+        params = net.set_trainable(prefixes)
+        trained |= {name for name, p in net.named_parameters() if p.requires_grad}
+        log(f"Stage {stage}: {its} iterations, {sum(p.numel() for p in params):,} trainable parameters.")
+        report = (lambda f, a=a, b=b: progress(a + (b - a) * f)) if progress else None
+        ckpt = f"{checkpoint}.stage{stage}.pt" if checkpoint else None
+        results.append(train(net, batches, l1_step(stage), params, iterations=its, lr=lr, minutes=mins,
+                             device=device, seed=seed + stage, progress=report, is_cancelled=is_cancelled,
+                             log=log, checkpoint=ckpt, resume=resume))
+    return results, trained, (2 if n2 >= 1 else 1)
+
+
+@user_errors
+def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
+                   ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
+                   stage2_share=0.25, patch=64, batch=8, lr=1e-3, seed=0, progress: Optional[Callable] = None,
+                   is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
+    """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
+
+    ``base_weights``: ``"bundled"`` (the default; plain random initialisation when the plugin ships none),
+    a checkpoint path, or None for random initialisation.
+    """
+    torch = import_torch()
+    log = log or (lambda msg: None)
+    if not output_path:
+        raise PansharpenError("No output adapter file was given.")
+    if int(iterations) < 1:
+        raise PansharpenError("ITERATIONS must be at least 1.")
+    if not 0 <= float(stage2_share) < 1:
+        raise PansharpenError("The stage-2 share of the iterations must be in [0, 1).")
+    if model not in MODELS:
+        _create(model, 1, preset)  # raises the error that names the available models
+    dev = select_device(device)
+    crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
+    if crops.patch != patch:
+        log(f"The scene is small: training patches of {crops.patch} instead of {patch} MS pixels.")
+    torch.manual_seed(seed)
+    net = _create(model, crops.bands, preset).to(dev)
+    base_path = resolve_base(base_weights, model)
+    base = base_sha = None
+    if base_path:
+        n = _load_base(net, base_path)
+        base, base_sha = os.path.basename(base_path), weights.sha256(base_path)
+        log(f"Loaded {n} pre-trained tensors from {base}; the backbones stay frozen.")
+        groups = (net.ADAPT_STAGE1, net.ADAPT)
+    else:
+        log("No pre-trained weights: stage 1 trains the prior extractors from random initialisation.")
+        groups = (net.STAGE1, net.STAGE2)
+    log(f"Adapting on {len(crops.windows)} windows of the degraded scene (ratio {crops.ratio}, scale "
+        f"{crops.scale:.4g}).")
+    t0 = time.perf_counter()
+    results, trained, stage = two_stages(net, lambda rng: crops.batch(batch, rng), groups, int(iterations),
+                                         stage2_share, minutes=minutes, lr=lr, device=dev, seed=seed,
+                                         progress=progress, is_cancelled=is_cancelled, log=log)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
+    card = dict(iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
+                first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
+                seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
+                trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)))
+    payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
+                   sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
+                   state=state, card=card)
+    _save(payload, output_path)
+    log(f"Adapter written: {output_path} ({card['iterations']} iterations, loss {card['first_loss']:.4f} -> "
+        f"{card['last_loss']:.4f}, {card['seconds']:.0f} s).")
     return dict(card, output=output_path)
 
 
 @user_errors
 def load_adapted(adapter_path, bands=None, base_weights=None):
-    """The model of an adapter file, ready for inference; returns (model, payload)."""
+    """The model of an adapter file, ready for inference; returns (model, payload).
+
+    An adapter made from pre-trained weights holds only what it changed: its base is the bundled
+    checkpoint when the hashes match, else ``base_weights`` must name it.
+    """
     torch = import_torch()
+    if not os.path.isfile(str(adapter_path)):
+        raise PansharpenError(f"The adapter file '{adapter_path}' does not exist.")
     try:
         payload = torch.load(adapter_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -115,12 +188,129 @@ def load_adapted(adapter_path, bands=None, base_weights=None):
         raise PansharpenError(f"The adapter was trained for {payload['bands']} MS bands; {bands} are selected.")
     net = _create(payload["model"], payload["bands"], payload["preset"])
     if payload["base"] is not None:
-        if not base_weights:
-            raise PansharpenError(f"The adapter needs its base weights '{payload['base']}'.")
-        _load_base(net, base_weights)
+        base_path = base_weights or weights.find_by_sha256(payload.get("base_sha256") or "")
+        if not base_path:
+            raise PansharpenError(f"The adapter was made from the weights '{payload['base']}', which this "
+                                  "plugin does not bundle: give that file as the base weights.")
+        _load_base(net, base_path)
     missing = set(payload["state"]) - set(net.state_dict())
     if missing:
         raise PansharpenError(f"The adapter file does not match this version of the model ({len(missing)} "
                               "unknown tensors).")
     net.load_state_dict(payload["state"], strict=payload["base"] is None)
+    net.stage = int(payload.get("stage", 2))
     return net.eval(), payload
+
+
+@user_errors
+def load_pretrained(model="panadapter", bands=None, weights_path="bundled", preset="small"):
+    """A model with pre-trained weights and no scene adaptation (band heads that do not match the band
+    count stay at their initialisation: fine-tune for such sensors). Returns (model, card)."""
+    path = resolve_base(weights_path, model)
+    if not path:
+        raise PansharpenError("This plugin has no bundled weights for this model: run panadapter:finetune on "
+                              "the scene and give its adapter file.")
+    torch = import_torch()
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    meta = meta if isinstance(meta, dict) else {}
+    net = _create(model, bands or meta.get("bands"), meta.get("preset", preset))
+    _load_base(net, path)
+    net.stage = int(meta.get("stage", 2))
+    return net.eval(), (meta.get("card", {}) if isinstance(meta, dict) else {})
+
+
+@user_errors
+def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
+                  ms_bands=None, device="auto", tile_size=256, batch=4, float32=False, progress=None,
+                  is_cancelled=None, log=None) -> dict:
+    """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
+    :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only)."""
+    from .deep import DeepJob
+    from . import raster
+
+    log = log or (lambda msg: None)
+    if not output_path:
+        raise PansharpenError("No output file was given.")
+    info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+    bands = len(info.ms_bands)
+    scale = None
+    if adapter:
+        base = weights_path if weights_path not in (None, "", "bundled") else None
+        net, payload = load_adapted(adapter, bands=bands, base_weights=base)
+        if payload["ratio"] != info.ratio:
+            raise PansharpenError(f"The adapter was made for a resolution ratio of {payload['ratio']}; this pair "
+                                  f"has {info.ratio}. Run panadapter:finetune on this pair.")
+        scale = payload["scale"]
+        log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations on "
+            f"a {payload['bands']}-band scene (ratio {payload['ratio']}).")
+        name = "PanAdapter (scene-adapted)"
+    else:
+        path = resolve_base(weights_path)
+        meta = import_torch().load(path, map_location="cpu", weights_only=True) if path else {}
+        if not path or meta.get("bands") != bands:
+            have = f"{meta.get('bands')}-band images" if path else "no sensor"
+            raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
+                                  "model to this scene with panadapter:finetune and give its adapter file "
+                                  "(ADAPTER).")
+        net, _ = load_pretrained("panadapter", bands, path)
+        name = "PanAdapter (pre-trained)"
+    job = DeepJob(pan_path, ms_path, net, name=name, sensor=sensor, ms_bands=ms_bands, device=device,
+                  scale=scale, log=log)
+    if not output_path.lower().endswith((".tif", ".tiff")):
+        raise PansharpenError("The output must be a GeoTIFF file (.tif).")
+    for p in (pan_path, ms_path):
+        if os.path.abspath(p) == os.path.abspath(output_path):
+            raise PansharpenError("The output file must not be one of the input rasters.")
+    return job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
+                     is_cancelled=is_cancelled)
+
+
+def save_weights(path, net, *, preset, ratio, stage, card):
+    """A pre-trained checkpoint (the bundled format): what ``base_weights``/``weights_path`` accept."""
+    _save(dict(model={k: v.detach().cpu() for k, v in net.state_dict().items()}, preset=preset,
+               bands=net.bands, ratio=ratio, stage=stage, card=card), path)
+
+
+@user_errors
+def train_dataset(dataset_path, output_path, *, max_value=2047.0, iterations=2000, stage2_share=0.5,
+                  init_weights=None, preset="small", batch=8, lr=1e-3, device="auto", seed=0, resume=False,
+                  progress=None, is_cancelled=None, log=None) -> dict:
+    """``panadapter:train``: both PanAdapter stages on a PanCollection HDF5 file (``gt, ms, lms, pan``).
+
+    Writes a checkpoint in the bundled format; a resumable checkpoint ``<output>.ckpt.stage<N>.pt`` is kept
+    beside it every 200 iterations (``resume=True`` goes on from it).
+    """
+    from .training.datasets import PanCollectionH5
+
+    torch = import_torch()
+    log = log or (lambda msg: None)
+    if not output_path:
+        raise PansharpenError("No output weights file was given.")
+    if int(iterations) < 1:
+        raise PansharpenError("ITERATIONS must be at least 1.")
+    if not os.path.isfile(str(dataset_path)):
+        raise PansharpenError(f"The dataset '{dataset_path}' does not exist.")
+    try:
+        data = PanCollectionH5(dataset_path, max_value)
+    except OSError as exc:
+        raise PansharpenError(f"'{dataset_path}' is not a readable HDF5 file: {exc}") from exc
+    dev = select_device(device)
+    torch.manual_seed(seed)
+    net = _create("panadapter", data.bands, preset).to(dev)
+    init = resolve_base(init_weights)
+    if init:
+        log(f"Starting from {os.path.basename(init)} ({_load_base(net, init)} tensors).")
+    log(f"{len(data)} samples of {data.bands} bands, ratio {data.ratio}.")
+    t0 = time.perf_counter()
+    n = min(batch, len(data))
+    results, _, stage = two_stages(
+        net, lambda rng: data.batch(rng.choice(len(data), size=n, replace=False), rng), (net.STAGE1, net.STAGE2),
+        int(iterations), stage2_share, lr=lr, device=dev, seed=seed, progress=progress,
+        is_cancelled=is_cancelled, log=log, checkpoint=output_path + ".ckpt", resume=resume)
+    card = dict(data=os.path.basename(str(dataset_path)), samples=len(data), max_value=max_value,
+                iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
+                first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
+                seconds=time.perf_counter() - t0, batch=n, lr=lr, device=str(dev), init=init and os.path.basename(init))
+    save_weights(output_path, net, preset=preset, ratio=data.ratio, stage=stage, card=card)
+    log(f"Weights written: {output_path} (loss {card['first_loss']:.4f} -> {card['last_loss']:.4f}).")
+    return dict(card, output=output_path)

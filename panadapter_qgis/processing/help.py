@@ -203,3 +203,60 @@ def algorithm_help_html(summary: str, parameters: Iterable[Tuple[str, str]],
         parts.append(f"<dt><b>{escape(description)}</b></dt><dd>{escape(text)}</dd>")
     parts.append("</dl>")
     return "".join(parts)
+
+
+# The deep-learning algorithms (group "Deep learning").
+DEEP_ALGORITHMS = {
+    "panadapter": MethodHelp(
+        "PanAdapter (deep pansharpening)",
+        "Sharpens the multispectral image with PanAdapter (Wu et al., AAAI 2025): convolutional prior "
+        "extractors and a vision transformer with cascaded adapters, decoded by an implicit neural "
+        "representation. Give the adapter file that 'Fine-tune a deep model on the scene' wrote for this "
+        "sensor (best), or leave it empty to use the pre-trained weights, which exist only for the band count "
+        "they were trained on. The image is processed in tiles with a margin of context, so there are no "
+        "seams. Runs on an NVIDIA GPU when available, on the CPU otherwise (slower)."),
+    "finetune": MethodHelp(
+        "Fine-tune a deep model on the scene",
+        "Adapts a deep pansharpening model to your own images, with no training data: the panchromatic and "
+        "multispectral pair is degraded by the resolution ratio (Wald's protocol), the model learns to "
+        "rebuild your multispectral image from the degraded pair, and the result is an adapter file for "
+        "'PanAdapter (deep pansharpening)'. Only small parts of the model learn (the band heads, the prior "
+        "modules, the adapters and the decoders); the pre-trained backbones stay frozen. Takes minutes on a "
+        "CPU and seconds on a GPU; cancel at any time (no file is written)."),
+    "train": MethodHelp(
+        "Train PanAdapter on a dataset",
+        "Trains PanAdapter's two stages on a PanCollection-style HDF5 dataset (datasets gt, ms, lms, pan of "
+        "N x bands x rows x columns): stage 1 learns the prior extractors and first decoder, stage 2 the "
+        "adapters and second decoder with the backbones frozen. Writes a weights file that the PanAdapter and "
+        "fine-tuning algorithms accept. For users who have training data; most users fine-tune on the scene "
+        "instead."),
+}
+
+DEEP_PARAMETER_HELP = {
+    "ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' for images of this sensor "
+               "(same band count and resolution ratio). Empty: the pre-trained weights, used as they are.",
+    "WEIGHTS": "A weights file written by 'Train PanAdapter on a dataset'. Empty: the weights bundled with "
+               "the plugin.",
+    "MODEL": "The deep model to adapt: PanAdapter (0) or SSDiff (1). The adapter file works only with the "
+             "algorithm of the same model.",
+    "ITERATIONS": "Training steps (batches of 8 patches). 600 takes a few minutes on a laptop CPU for a "
+                  "Landsat-size scene and gives most of the gain; more iterations rarely hurt.",
+    "MINUTES": "Stop after this many minutes even if the iterations are not done (0: no time limit). The "
+               "adapter is written with what was learned so far.",
+    "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
+                       "ADAPTER.",
+    "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "
+               "values in digital numbers.",
+    "MAX_VALUE": "The value that maps to 1 when the dataset is normalised: 2047 for 11-bit data such as "
+                 "WorldView-3, 1023 for 10-bit Gaofen-2.",
+    "INIT_WEIGHTS": "Start from these weights (a file from this algorithm) instead of random ones.",
+    "TRAIN_OUTPUT": "The weights file to write (.pt). A resumable checkpoint is kept beside it.",
+    "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "
+                 "a margin of context so that there are no seams. Larger tiles are faster on a GPU and need "
+                 "more memory.",
+}
+
+
+def deep_parameter_help(name: str, key: str = "") -> str:
+    """Help of a parameter of a deep-learning algorithm (its own text, else the shared one)."""
+    return DEEP_PARAMETER_HELP.get(key or name) or PARAMETER_HELP[name]

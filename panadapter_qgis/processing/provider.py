@@ -40,7 +40,8 @@ class PanAdapterProvider(QgsProcessingProvider):
         # QGIS calls this again on refreshAlgorithms(); every call must hand over new objects,
         # which the provider then owns.
         from .algorithms.classical import classical_algorithms
+        from .algorithms.deep import deep_algorithms
         from .algorithms.quality import quality_algorithms
 
-        for algorithm in classical_algorithms() + quality_algorithms():
+        for algorithm in classical_algorithms() + deep_algorithms() + quality_algorithms():
             self.addAlgorithm(algorithm)

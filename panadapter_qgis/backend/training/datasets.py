@@ -5,6 +5,8 @@ A sample is a dict of float32 tensors, normalised: ``ms`` (C, p/r, p/r), ``lms``
 PAN degraded by the sensor MTF by the ratio (``mtf.wald_degrade``); each crop is read from the raster with a
 halo, so memory never depends on the raster size.
 """
+import math
+
 import numpy as np
 import torch
 
@@ -67,14 +69,19 @@ class SceneCrops:
     HALO = 48  # MS pixels; divided by the ratio it still covers the interpolator's reach (<= 12 MS pixels)
 
     def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
-                 scale=None, pan_mode="mtf"):
+                 scale=None, pan_mode="mtf", multiple=4, min_patch=16):
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
         r = self.ratio = self.info.ratio
-        if patch % r:
-            raise PansharpenError(f"Patch size {patch} is not a multiple of the ratio {r}.")
-        if self.info.rows < patch or self.info.cols < patch:
-            raise PansharpenError(f"The scene ({self.info.cols} x {self.info.rows} MS pixels) is too small for "
-                                  f"training patches of {patch} MS pixels.")
+        step = r * multiple // math.gcd(r, multiple)
+        if patch % step:
+            raise PansharpenError(f"Patch size {patch} is not a multiple of {step} (the ratio and the model's "
+                                  f"token stride).")
+        fit = min(self.info.rows, self.info.cols) // step * step
+        if fit < max(min_patch, step):
+            raise PansharpenError(f"The scene ({self.info.cols} x {self.info.rows} MS pixels) is too small to "
+                                  f"learn from: at least {max(min_patch, step)} x {max(min_patch, step)} MS "
+                                  "pixels are needed.")
+        patch = min(patch, fit)   # small scenes: patches as large as the scene allows
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
         self.gains = sens.gains_for(self.info.ms_bands, band_count=count)

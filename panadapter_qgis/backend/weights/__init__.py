@@ -1,0 +1,46 @@
+"""Bundled weights: small checkpoints trained by ``make weights`` (``scripts/train_weights.py``).
+
+Each model has ``<name>.pt`` (``torch.save`` of ``{"model": state_dict, "preset": ..., "bands": ...}``,
+read with ``weights_only=True``) and ``<name>.json``, its card (data, iterations, device, metrics).
+"""
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+REGISTRY = {"panadapter": "panadapter_small"}
+
+
+def bundled(model: str = "panadapter") -> Optional[str]:
+    """Path of the bundled checkpoint of ``model``, or None when the plugin ships none."""
+    name = REGISTRY.get(model)
+    path = WEIGHTS_DIR / f"{name}.pt" if name else None
+    return str(path) if path is not None and path.exists() else None
+
+
+def card(model: str = "panadapter") -> dict:
+    """The card of the bundled checkpoint ({} when there is none)."""
+    name = REGISTRY.get(model)
+    path = WEIGHTS_DIR / f"{name}.json" if name else None
+    if path is None or not path.exists():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_by_sha256(digest: str) -> Optional[str]:
+    """The bundled checkpoint with this content hash, or None."""
+    for model in REGISTRY:
+        path = bundled(model)
+        if path and sha256(path) == digest:
+            return path
+    return None

@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Deep-learning algorithms: ``panadapter`` (inference), ``finetune`` (scene adaptation), ``train``.
+
+Each class declares and reads its parameters, then calls one backend function of ``backend.adapt``
+(docs/BACKEND_API.md); the backend reports progress, log lines and cancellation through callbacks.
+"""
+import os
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ...plugin_files import icon_path
+from ..help import DEEP_ALGORITHMS, algorithm_help_html, deep_parameter_help, first_sentence
+from .classical import DEVICE_LABELS, DEVICES, run_summary
+from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
+
+GROUP = "Deep learning"
+GROUP_ID = "deep"
+MODELS = ("panadapter", "ssdiff")  # enum order of MODEL (scripts rely on it)
+MODEL_LABELS = ("PanAdapter", "SSDiff")
+
+
+class DeepAlgorithm(QgsProcessingAlgorithm):
+    ALGORITHM_ID = None
+    ADVANCED = ()
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def name(self):
+        return self.ALGORITHM_ID
+
+    def displayName(self):  # noqa: N802
+        return tr(DEEP_ALGORITHMS[self.ALGORITHM_ID].title)
+
+    def group(self):
+        return tr(GROUP)
+
+    def groupId(self):  # noqa: N802
+        return GROUP_ID
+
+    def tags(self):
+        return ["pansharpening", "deep learning", "PanAdapter", "fine-tuning", "adapter", "PyTorch"]
+
+    def shortDescription(self):  # noqa: N802
+        return tr(first_sentence(DEEP_ALGORITHMS[self.ALGORITHM_ID].summary))
+
+    def shortHelpString(self):  # noqa: N802
+        parameters = [(p.description(), p.help()) for p in self.parameterDefinitions()]
+        return algorithm_help_html(DEEP_ALGORITHMS[self.ALGORITHM_ID].summary, parameters,
+                                   ["Requires PyTorch; if it is missing, running the algorithm explains how to "
+                                    "install it."])
+
+    def icon(self):
+        return QIcon(icon_path())
+
+    def svgIconPath(self):  # noqa: N802
+        return icon_path()
+
+    def add(self, parameter, help_key=""):
+        if parameter.name() in self.ADVANCED:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        parameter.setHelp(tr(deep_parameter_help(parameter.name(), help_key)))
+        self.addParameter(parameter)
+
+    def add_pair(self):
+        from ...backend.sensors import SENSORS
+
+        self.add(QgsProcessingParameterRasterLayer("PAN", tr("Panchromatic image (PAN)")))
+        self.add(QgsProcessingParameterRasterLayer("MS", tr("Multispectral image (MS)")))
+        self.add(QgsProcessingParameterEnum("SENSOR", tr("Sensor"), options=[s.label for s in SENSORS],
+                                            defaultValue=0))
+
+    def add_device(self):
+        self.add(QgsProcessingParameterEnum("DEVICE", tr("Compute device"),
+                                            options=[tr(label) for label in DEVICE_LABELS], defaultValue=0))
+
+    def read_pair(self, parameters, context):
+        pan = layer_file(self.parameterAsRasterLayer(parameters, "PAN", context), "PAN")
+        ms = layer_file(self.parameterAsRasterLayer(parameters, "MS", context), "MS")
+        return pan, ms, self.parameterAsEnum(parameters, "SENSOR", context)
+
+    def device(self, parameters, context):
+        return DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+
+    def optional_file(self, parameters, name, context):
+        value = self.parameterAsFile(parameters, name, context)
+        if value and not os.path.isfile(value):
+            raise QgsProcessingException(f"{name}: the file '{value}' does not exist.")
+        return value or None
+
+    def call(self, function, *args, feedback, **kwargs):
+        """Run a backend function with the feedback's progress, log and cancel; user errors become
+        QgsProcessingExceptions."""
+        require_backend()
+        from ...backend.errors import PansharpenError
+
+        try:
+            return function(*args, progress=lambda f: feedback.setProgress(100.0 * f),
+                            is_cancelled=feedback.isCanceled, log=feedback.pushInfo, **kwargs)
+        except PansharpenError as error:
+            raise QgsProcessingException(str(error)) from error
+
+
+class PanAdapterAlgorithm(DeepAlgorithm):
+    ALGORITHM_ID = "panadapter"
+    ADVANCED = ("WEIGHTS", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_pair()
+        self.add(QgsProcessingParameterFile("ADAPTER", tr("Adapter file from scene fine-tuning"),
+                                            extension="pt", optional=True))
+        self.add(QgsProcessingParameterFile("WEIGHTS", tr("Pre-trained weights (default: bundled)"),
+                                            extension="pt", optional=True))
+        self.add_device()
+        self.add(QgsProcessingParameterNumber("TILE_SIZE", tr("Tile size (panchromatic pixels)"),
+                                              QgsProcessingParameterNumber.Integer, defaultValue=256,
+                                              minValue=32))
+        self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
+                                               defaultValue=False))
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        pan, ms, sensor = self.read_pair(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if not output.lower().endswith(GDAL_SUFFIXES):
+            raise QgsProcessingException(
+                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        require_backend()
+        from ...backend.adapt import sharpen_scene
+
+        result = self.call(sharpen_scene, pan, ms, output, feedback=feedback,
+                           adapter=self.optional_file(parameters, "ADAPTER", context),
+                           weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
+                           sensor=sensor, device=self.device(parameters, context),
+                           tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
+                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
+        feedback.pushInfo(run_summary(result))
+        if context.willLoadLayerOnCompletion(output):
+            from ...gui.styling import RgbStylePostProcessor
+
+            ms_layer = self.parameterAsRasterLayer(parameters, "MS", context)
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(
+                RgbStylePostProcessor.create(sensor, None, ms_layer.bandCount() if ms_layer else None))
+        return {"OUTPUT": output}
+
+
+class FinetuneAlgorithm(DeepAlgorithm):
+    ALGORITHM_ID = "finetune"
+    ADVANCED = ("WEIGHTS", "MINUTES", "DEVICE")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_pair()
+        self.add(QgsProcessingParameterEnum("MODEL", tr("Model"), options=list(MODEL_LABELS), defaultValue=0))
+        self.add(QgsProcessingParameterNumber("ITERATIONS", tr("Iterations"), QgsProcessingParameterNumber.Integer,
+                                              defaultValue=600, minValue=1))
+        self.add(QgsProcessingParameterNumber("MINUTES", tr("Time limit (minutes, 0 = none)"),
+                                              QgsProcessingParameterNumber.Double, defaultValue=0, minValue=0))
+        self.add(QgsProcessingParameterFile("WEIGHTS", tr("Pre-trained weights (default: bundled)"),
+                                            extension="pt", optional=True))
+        self.add_device()
+        self.add(QgsProcessingParameterFileDestination("OUTPUT", tr("Adapter file"), tr("PyTorch file (*.pt)")),
+                 "FINETUNE_OUTPUT")
+        self.addOutput(QgsProcessingOutputNumber("ITERATIONS_DONE", tr("Iterations done")))
+        self.addOutput(QgsProcessingOutputNumber("FINAL_LOSS", tr("Final training loss (L1, normalised)")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        pan, ms, sensor = self.read_pair(parameters, context)
+        model = MODELS[self.parameterAsEnum(parameters, "MODEL", context)]
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if not output:
+            raise QgsProcessingException("OUTPUT: give the adapter file to write.")
+        minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
+        require_backend()
+        from ...backend.adapt import finetune_scene
+
+        card = self.call(finetune_scene, pan, ms, output, feedback=feedback, model=model, sensor=sensor,
+                         iterations=self.parameterAsInt(parameters, "ITERATIONS", context), minutes=minutes,
+                         base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
+                         device=self.device(parameters, context))
+        return {"OUTPUT": output, "ITERATIONS_DONE": card["iterations"], "FINAL_LOSS": card["last_loss"]}
+
+
+class TrainAlgorithm(DeepAlgorithm):
+    ALGORITHM_ID = "train"
+    ADVANCED = ("MAX_VALUE", "INIT_WEIGHTS", "DEVICE")
+
+    def tags(self):
+        return super().tags() + ["training", "PanCollection", "HDF5"]
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterFile("DATASET", tr("PanCollection HDF5 dataset"), extension="h5"))
+        self.add(QgsProcessingParameterNumber("ITERATIONS", tr("Iterations"), QgsProcessingParameterNumber.Integer,
+                                              defaultValue=2000, minValue=2))
+        self.add(QgsProcessingParameterNumber("MAX_VALUE", tr("Maximum data value"),
+                                              QgsProcessingParameterNumber.Double, defaultValue=2047.0,
+                                              minValue=1e-6))
+        self.add(QgsProcessingParameterFile("INIT_WEIGHTS", tr("Initial weights"), extension="pt", optional=True))
+        self.add_device()
+        self.add(QgsProcessingParameterFileDestination("OUTPUT", tr("Weights file"), tr("PyTorch file (*.pt)")),
+                 "TRAIN_OUTPUT")
+        self.addOutput(QgsProcessingOutputNumber("FINAL_LOSS", tr("Final training loss (L1, normalised)")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        dataset = self.optional_file(parameters, "DATASET", context)
+        if not dataset:
+            raise QgsProcessingException("DATASET: give a PanCollection HDF5 file.")
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        require_backend()
+        from ...backend.adapt import train_dataset
+
+        card = self.call(train_dataset, dataset, output, feedback=feedback,
+                         iterations=self.parameterAsInt(parameters, "ITERATIONS", context),
+                         max_value=self.parameterAsDouble(parameters, "MAX_VALUE", context),
+                         init_weights=self.optional_file(parameters, "INIT_WEIGHTS", context),
+                         device=self.device(parameters, context))
+        return {"OUTPUT": output, "FINAL_LOSS": card["last_loss"]}
+
+
+def deep_algorithms():
+    return [PanAdapterAlgorithm(), FinetuneAlgorithm(), TrainAlgorithm()]
