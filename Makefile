@@ -135,6 +135,7 @@ bench: venv
 # 25 min on a 2-core CPU, resumable (build/weights/); WEIGHTS_ARGS="--device cuda" on a GPU.
 weights: venv
 	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
+	$(PY) scripts/weights_card.py
 
 # Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.
 BENCH_QUALITY_ARGS ?=

@@ -160,7 +160,7 @@ def main():
                          first_loss=res.first_loss, last_loss=res.last_loss, seconds=round(t1 - t0)),
         stages=[dict(stage=i + 1, iterations=r.iterations, first_loss=r.first_loss, last_loss=r.last_loss)
                 for i, r in enumerate(results)],
-        seconds=round(t2 - t0), device=str(dev), torch=torch.__version__, patch=64, batch=args.batch,
+        seconds=round(t2 - t0), device=str(dev), torch=str(torch.__version__), patch=64, batch=args.batch,
         parameters=int(sum(p.numel() for p in net.parameters())))
     path = os.path.join(args.out, "panadapter_small.pt")
     save_weights(path, net, preset="small", ratio=2, stage=stage, card=card)

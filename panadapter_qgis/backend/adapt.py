@@ -87,7 +87,7 @@ def _save(payload, output_path):
 
 
 def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, lr=1e-3, device=None, seed=0,
-               progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False):
+               progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False, sam_weight=0.0):
     """Stage 1 then stage 2 of PanAdapter, ``stage2_share`` of the iterations (and minutes) to stage 2.
 
     ``groups``: (stage-1 parameter prefixes, stage-2 prefixes). Returns (results, names of the trained
@@ -106,7 +106,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
         log(f"Stage {stage}: {its} iterations, {sum(p.numel() for p in params):,} trainable parameters.")
         report = (lambda f, a=a, b=b: progress(a + (b - a) * f)) if progress else None
         ckpt = f"{checkpoint}.stage{stage}.pt" if checkpoint else None
-        results.append(train(net, batches, l1_step(stage), params, iterations=its, lr=lr, minutes=mins,
+        results.append(train(net, batches, l1_step(stage, sam_weight), params, iterations=its, lr=lr, minutes=mins,
                              device=device, seed=seed + stage, progress=report, is_cancelled=is_cancelled,
                              log=log, checkpoint=ckpt, resume=resume))
     return results, trained, (2 if n2 >= 1 else 1)
@@ -115,7 +115,8 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
-                   stage2_share=0.25, patch=64, batch=8, lr=1e-3, seed=0, progress: Optional[Callable] = None,
+                   stage2_share=0.25, patch=64, batch=8, lr=1e-3, seed=0, sam_weight=0.0,
+                   progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
 
@@ -153,6 +154,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     t0 = time.perf_counter()
     results, trained, stage = two_stages(net, lambda rng: crops.batch(batch, rng), groups, int(iterations),
                                          stage2_share, minutes=minutes, lr=lr, device=dev, seed=seed,
+                                         sam_weight=sam_weight,
                                          progress=progress, is_cancelled=is_cancelled, log=log)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
@@ -221,8 +223,8 @@ def load_pretrained(model="panadapter", bands=None, weights_path="bundled", pres
 
 @user_errors
 def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
-                  ms_bands=None, device="auto", tile_size=256, batch=4, float32=False, progress=None,
-                  is_cancelled=None, log=None) -> dict:
+                  ms_bands=None, device="auto", tile_size=256, batch=4, float32=False, ensemble=1,
+                  progress=None, is_cancelled=None, log=None) -> dict:
     """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
     :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only)."""
     from .deep import DeepJob
@@ -255,7 +257,7 @@ def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path=
         net, _ = load_pretrained("panadapter", bands, path)
         name = "PanAdapter (pre-trained)"
     job = DeepJob(pan_path, ms_path, net, name=name, sensor=sensor, ms_bands=ms_bands, device=device,
-                  scale=scale, log=log)
+                  scale=scale, ensemble=ensemble, log=log)
     if not output_path.lower().endswith((".tif", ".tiff")):
         raise PansharpenError("The output must be a GeoTIFF file (.tif).")
     for p in (pan_path, ms_path):

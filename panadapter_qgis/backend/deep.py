@@ -20,12 +20,15 @@ from .tiling import Tile, run_tiles
 from .training.datasets import robust_scale
 
 
-def uniform_tiles(rows, cols, tile):
-    """Equal tiles of ``tile`` x ``tile`` (smaller only when the grid is) covering the grid; the last ones
-    overlap their neighbours instead of being cut."""
-    th, tw = min(tile, rows), min(tile, cols)
-    r_starts = sorted(set(list(range(0, rows - th, th)) + [rows - th]))
-    c_starts = sorted(set(list(range(0, cols - tw, tw)) + [cols - tw]))
+def uniform_tiles(rows, cols, tile, multiple=1):
+    """Equal tiles of ``tile`` x ``tile`` covering the grid; the last ones overlap their neighbours instead
+    of being cut. A grid smaller than ``tile`` gets one tile of its size rounded up to ``multiple`` (a
+    model's size constraint), which then reaches past the grid: the reader pads it, the writer crops it."""
+    def up(n):
+        return -(-n // multiple) * multiple
+    th, tw = min(tile, up(rows)), min(tile, up(cols))
+    r_starts = sorted(set(list(range(0, rows - th, th)) + [max(0, rows - th)]))
+    c_starts = sorted(set(list(range(0, cols - tw, tw)) + [max(0, cols - tw)]))
     return [Tile(r, r + th, c, c + tw) for r in r_starts for c in c_starts]
 
 
@@ -45,7 +48,7 @@ class DeepJob:
 
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
-                 context=8, multiple=4, scale=None, log: Optional[Callable] = None):
+                 context=8, multiple=4, scale=None, ensemble=1, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
         self.log = log or (lambda msg: None)
@@ -54,6 +57,9 @@ class DeepJob:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.name = name
+        if ensemble not in (1, 2, 4, 8):
+            raise PansharpenError("The self-ensemble size must be 1, 2, 4 or 8.")
+        self.ensemble = ensemble
         bands = len(self.info.ms_bands)
         if getattr(model, "bands", bands) != bands:
             raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
@@ -79,12 +85,29 @@ class DeepJob:
         return ms_t[:, :, ih:ms_t.shape[2] - ih, ih:ms_t.shape[3] - ih], lms, pan_t
 
     def _forward(self, batch):
+        """The model on a batch; with ``ensemble`` > 1, the mean over that many elements of the dihedral
+        group (flips, transposition: the transforms training augments with), each undone on the output."""
         torch = self.torch
         ms, lms, pan = (torch.cat(x) for x in zip(*batch))
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                return self.model(ms, lms, pan, self.info.ratio).float()
-        return self.model(ms, lms, pan, self.info.ratio)
+        transforms = [(dims, t) for t in (False, True) for dims in ((), (-1,), (-2,), (-1, -2))]
+        transforms = transforms[:1] + transforms[4:5] + transforms[1:4] + transforms[5:]  # 2: identity, transpose
+        total = None
+        for dims, transpose in transforms[:self.ensemble]:
+            def fwd(x):
+                x = x.flip(dims) if dims else x
+                return x.transpose(-1, -2) if transpose else x
+
+            def inv(x):
+                x = x.transpose(-1, -2) if transpose else x
+                return x.flip(dims) if dims else x
+            args = (fwd(ms), fwd(lms), fwd(pan), self.info.ratio)
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = inv(self.model(*args).float())
+            else:
+                out = inv(self.model(*args))
+            total = out if total is None else total + out
+        return total / self.ensemble
 
     def fuse_tiles(self, tiles, datas):
         """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles."""
@@ -113,9 +136,7 @@ class DeepJob:
         t0 = time.perf_counter()
         info, r = self.info, self.info.ratio
         tile_ms = max(self.multiple, int(tile_size) // r // self.multiple * self.multiple)
-        tiles = uniform_tiles(info.rows, info.cols, tile_ms)
-        if min(tiles[0].rows, tiles[0].cols) % self.multiple:
-            raise PansharpenError("The PAN/MS overlap is too small for this model.")
+        tiles = uniform_tiles(info.rows, info.cols, tile_ms, self.multiple)
         groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
         self.log(f"{self.name}: ratio {r}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
                  f"{len(tiles)} tiles on {describe(self.device)}.")
@@ -128,7 +149,8 @@ class DeepJob:
                 fused = self.fuse_tiles(group, datas)
                 out = []
                 for tile, f, data in zip(group, fused, datas):
-                    out.append(writer.to_output(f, self._valid(tile, data)))
+                    o = writer.to_output(f, self._valid(tile, data))
+                    out.append(o[:, :r * (min(tile.r1, info.rows) - tile.r0), :r * (min(tile.c1, info.cols) - tile.c0)])
                 return out
 
             def write(group, outs):

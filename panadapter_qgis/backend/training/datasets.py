@@ -44,11 +44,17 @@ class PanCollectionH5:
 
 
 def augment(batch, rng):
-    """Random horizontal/vertical flips, the same for every tensor of a batch."""
+    """A random element of the dihedral group (flips, and a transposition when every tensor is square),
+    the same for every tensor of a batch."""
     if rng is None:
         return batch
     dims = [d for d, flip in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if flip]
-    return {k: v.flip(dims) if dims else v for k, v in batch.items()}
+    transpose = rng.random() < 0.5 and all(v.shape[-1] == v.shape[-2] for v in batch.values())
+    out = {}
+    for k, v in batch.items():
+        v = v.flip(dims) if dims else v
+        out[k] = v.transpose(-1, -2) if transpose else v
+    return out
 
 
 def robust_scale(values: np.ndarray) -> float:

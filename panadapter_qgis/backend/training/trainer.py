@@ -98,9 +98,20 @@ def save_checkpoint(path, model, optimiser, iteration, card=None):
         json.dump(dict(card or {}, iteration=iteration), f, indent=1)
 
 
-def l1_step(stage=None):
-    """Loss of PanAdapter on a batch: L1 between the prediction and ``gt``."""
+def spectral_angle(pred, gt, eps=1e-8):
+    """Mean angle (radians) between predicted and true pixel spectra (B, C, H, W)."""
+    cos = (pred * gt).sum(1) / (pred.norm(dim=1) * gt.norm(dim=1) + eps)
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+
+
+def l1_step(stage=None, sam_weight=0.0):
+    """Loss of PanAdapter on a batch: L1 between the prediction and ``gt`` (plus ``sam_weight`` times the
+    mean spectral angle, when given)."""
     def step(model, b):
         ratio = b["lms"].shape[-1] // b["ms"].shape[-1]
-        return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], ratio, stage=stage), b["gt"])
+        pred = model(b["ms"], b["lms"], b["pan"], ratio, stage=stage)
+        loss = torch.nn.functional.l1_loss(pred, b["gt"])
+        if sam_weight:
+            loss = loss + sam_weight * spectral_angle(pred, b["gt"])
+        return loss
     return step
