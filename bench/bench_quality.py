@@ -1,6 +1,7 @@
 """Quality of every sharpening method of the provider and of the Debian peers on the real scenes.
 
     .venv/bin/python bench/bench_quality.py [--scenes default|all|NAME,...] [--no-peers] [--methods a,b]
+                                            [--adapt-iterations 600]
     make bench-quality [BENCH_QUALITY_ARGS="--scenes all"]
 
 For each scene (``../shared/data``; nothing is copied into the repository):
@@ -11,7 +12,12 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   GRASS i.pansharpen brovey/ihs/pca); ``backend.assess.assess_reduced`` gives Q2n, Q-avg, SAM, ERGAS, SCC and
   PSNR against the original MS (21-pixel border cut);
 * full resolution: the same tools fuse the original pair; ``assess_full`` gives D_lambda (Khan), D_s,
-  HQNR and QNR.
+  HQNR and QNR;
+* PanAdapter, scene-adapted (``--adapt-iterations``, default 600 as ``panadapter:finetune``; 0 skips it):
+  adapted on the reduced pair for the RR row and on the original pair for the FR row, from the bundled
+  weights, which never saw these scenes; a last table sets it against the best classical method of the
+  provider on each scene (ERGAS, SAM, HQNR), with its adaptation seconds and inference megapixels per
+  second.
 
 Seconds are the wall time of each fusion (the PAN/MS pair in, a GeoTIFF out). GRASS's i.pansharpen works on
 three bands: its rows are computed on those bands only, next to the plugin's ``upsample`` and

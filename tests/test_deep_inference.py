@@ -2,6 +2,7 @@
 PanAdapter, whose zero-initialised tails make it return exactly the interpolated MS (``upsample``)."""
 import numpy as np
 import pytest
+import torch
 from osgeo import gdal
 
 from panadapter_qgis.backend.deep import DeepJob, uniform_tiles
@@ -30,11 +31,21 @@ def test_uniform_tiles_cover_the_grid_with_equal_tiles():
     assert covered.all()
 
 
-def test_untrained_panadapter_reproduces_upsample_through_the_tile_loop(small_pair, tmp_path):
+def test_a_grid_smaller_than_the_tile_gets_one_tile_rounded_up():
+    assert uniform_tiles(35, 36, 64, multiple=4) == [uniform_tiles(36, 36, 64)[0]]
+    tiles = uniform_tiles(35, 70, 32, multiple=4)
+    assert {(t.rows, t.cols) for t in tiles} == {(32, 32)} and max(t.c1 for t in tiles) == 70
+
+
+@pytest.mark.parametrize("tile_size, ensemble", [(64, 1), (64, 8), (1024, 2)])
+def test_untrained_panadapter_reproduces_upsample_through_the_tile_loop(small_pair, tmp_path, tile_size,
+                                                                        ensemble):
+    """Also with the self-ensemble (each flip/transposition must be undone exactly) and with one tile larger
+    than the grid (read padded, written cropped)."""
     pan, ms = small_pair
-    job = DeepJob(pan, ms, create_model(3), name="panadapter", sensor=8, device="cpu")
+    job = DeepJob(pan, ms, create_model(3), name="panadapter", sensor=8, device="cpu", ensemble=ensemble)
     out = str(tmp_path / "deep.tif")
-    result = job.write(out, float32=True, tile_size=64, batch=3)
+    result = job.write(out, float32=True, tile_size=tile_size, batch=3)
     ref = str(tmp_path / "up.tif")
     pansharpen(pan, ms, ref, "upsample", sensor=8, float32=True)
     a, b = gdal.Open(out), gdal.Open(ref)
@@ -51,3 +62,33 @@ def test_deep_run_cancel_leaves_nothing(small_pair, tmp_path):
     with pytest.raises(Cancelled):
         job.write(out, tile_size=64, batch=1, is_cancelled=lambda: True)
     assert not list(tmp_path.iterdir())
+
+
+class _SmallBatchesOnly(torch.nn.Module):
+    """Behaves like a GPU that runs out of memory for batches of more than one tile; returns the LMS."""
+
+    bands = 3
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, ms, lms, pan, ratio):
+        self.batches.append(ms.shape[0])
+        if ms.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return lms
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(small_pair, tmp_path):
+    pan, ms = small_pair
+    model, messages = _SmallBatchesOnly(), []
+    job = DeepJob(pan, ms, model, sensor=8, device="cpu", log=messages.append)
+    out = str(tmp_path / "deep.tif")
+    job.write(out, float32=True, tile_size=64, batch=4)
+    ref = str(tmp_path / "up.tif")
+    pansharpen(pan, ms, ref, "upsample", sensor=8, float32=True)
+    x, y = gdal.Open(out).ReadAsArray(), gdal.Open(ref).ReadAsArray()
+    assert np.abs(x - y).max() <= 1e-5 * np.abs(y).max()
+    assert model.batches[:3] == [4, 2, 1] and set(model.batches[3:]) == {1}
+    assert any("going on with batches of 1" in m for m in messages)

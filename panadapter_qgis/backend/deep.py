@@ -60,6 +60,7 @@ class DeepJob:
         if ensemble not in (1, 2, 4, 8):
             raise PansharpenError("The self-ensemble size must be 1, 2, 4 or 8.")
         self.ensemble = ensemble
+        self.batch_limit = None  # lowered by a CUDA out-of-memory error
         bands = len(self.info.ms_bands)
         if getattr(model, "bands", bands) != bands:
             raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
@@ -113,7 +114,7 @@ class DeepJob:
         """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles."""
         torch, r, c = self.torch, self.info.ratio, self.context
         inputs = [self._inputs(d) for d in datas]
-        outs, start, batch = [], 0, len(inputs)
+        outs, start, batch = [], 0, min(len(inputs), self.batch_limit or len(inputs))
         with torch.inference_mode():
             while start < len(inputs):
                 try:
@@ -121,7 +122,7 @@ class DeepJob:
                 except RuntimeError as exc:
                     if is_cuda_oom(exc) and batch > 1:
                         torch.cuda.empty_cache()
-                        batch = max(1, batch // 2)
+                        batch = self.batch_limit = max(1, batch // 2)  # kept for the next tiles
                         self.log(f"CUDA out of memory: going on with batches of {batch} tiles.")
                         continue
                     raise
