@@ -8,7 +8,7 @@ from bench import bench_quality
 def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_path, capsys):
     out = tmp_path / "quality.md"
     code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
-                               "--out", str(out), "--work", str(tmp_path / "work")])
+                               "--adapt-iterations", "20", "--out", str(out), "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text(encoding="utf-8")
     assert "## wv3_cristianics (sensor index 2)" in text and "## Mean over 1 scenes" in text
@@ -17,6 +17,11 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     assert len(rows) == 2  # the scene and the mean
     cells = rows[0].strip("|").split("|")
     assert len(cells) == 1 + 12 and all(cell.strip() not in ("", "n/a") for cell in cells)
+    # the scene-adapted PanAdapter row, and its comparison with the best classical method
+    deep = [line for line in text.splitlines() if line.startswith("| panadapter (scene-adapted) |")]
+    assert len(deep) == 2 and all(cell.strip() not in ("", "n/a") for cell in deep[0].strip("|").split("|"))
+    assert "## Scene-adapted PanAdapter against the best classical method" in text
+    assert "| wv3_cristianics | " in text and "Mean ERGAS gain over the best classical method" in text
     assert "Total wall time" in capsys.readouterr().out
 
 
