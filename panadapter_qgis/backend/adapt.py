@@ -223,7 +223,7 @@ def load_pretrained(model="panadapter", bands=None, weights_path="bundled", pres
 
 @user_errors
 def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
-                  ms_bands=None, device="auto", tile_size=256, batch=4, float32=False, ensemble=1,
+                  ms_bands=None, device="auto", tile_size=128, batch=4, float32=False, ensemble=1,
                   progress=None, is_cancelled=None, log=None) -> dict:
     """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
     :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only)."""
