@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What every algorithm of the provider shares: layer files for GDAL, the PyTorch check, output suffixes."""
-from qgis.core import QgsProcessingException, QgsRasterLayer
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
 
 from ...dependencies import MissingDependencyError, require_torch
+from ...plugin_files import icon_path
+from ..help import algorithm_help_html, first_sentence
 
 GDAL_SUFFIXES = (".tif", ".tiff")
 
@@ -37,3 +40,44 @@ def require_backend():
     except ImportError as error:
         raise QgsProcessingException(
             f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
+
+
+class TableAlgorithm(QgsProcessingAlgorithm):
+    """An algorithm whose title and summary come from a help table (``HELP``: id -> MethodHelp), in the
+    group ``GROUP``; subclasses set ``ALGORITHM_ID`` and declare their parameters."""
+
+    ALGORITHM_ID = None
+    HELP = {}
+    GROUP = ""
+    GROUP_ID = ""
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def name(self):
+        return self.ALGORITHM_ID
+
+    def displayName(self):  # noqa: N802
+        return tr(self.HELP[self.ALGORITHM_ID].title)
+
+    def group(self):
+        return tr(self.GROUP)
+
+    def groupId(self):  # noqa: N802
+        return self.GROUP_ID
+
+    def shortDescription(self):  # noqa: N802
+        return tr(first_sentence(self.HELP[self.ALGORITHM_ID].summary))
+
+    def shortHelpString(self):  # noqa: N802
+        parameters = [(p.description(), p.help()) for p in self.parameterDefinitions()]
+        return algorithm_help_html(self.HELP[self.ALGORITHM_ID].summary, parameters, self.notes())
+
+    def notes(self):
+        return ["Requires PyTorch; if it is missing, running the algorithm explains how to install it."]
+
+    def icon(self):
+        return QIcon(icon_path())
+
+    def svgIconPath(self):  # noqa: N802
+        return icon_path()

@@ -7,7 +7,6 @@ Each class declares and reads its parameters, then calls one backend function of
 import os
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -19,12 +18,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtGui import QIcon
-
-from ...plugin_files import icon_path
-from ..help import DEEP_ALGORITHMS, algorithm_help_html, deep_parameter_help, first_sentence
+from ..help import DEEP_ALGORITHMS, deep_parameter_help
 from .classical import DEVICE_LABELS, DEVICES, run_summary
-from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
+from .common import GDAL_SUFFIXES, TableAlgorithm, layer_file, require_backend, tr
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
@@ -32,42 +28,14 @@ MODELS = ("panadapter", "ssdiff")  # enum order of MODEL (scripts rely on it)
 MODEL_LABELS = ("PanAdapter", "SSDiff")
 
 
-class DeepAlgorithm(QgsProcessingAlgorithm):
-    ALGORITHM_ID = None
+class DeepAlgorithm(TableAlgorithm):
+    HELP = DEEP_ALGORITHMS
+    GROUP = GROUP
+    GROUP_ID = GROUP_ID
     ADVANCED = ()
-
-    def createInstance(self):  # noqa: N802
-        return type(self)()
-
-    def name(self):
-        return self.ALGORITHM_ID
-
-    def displayName(self):  # noqa: N802
-        return tr(DEEP_ALGORITHMS[self.ALGORITHM_ID].title)
-
-    def group(self):
-        return tr(GROUP)
-
-    def groupId(self):  # noqa: N802
-        return GROUP_ID
 
     def tags(self):
         return ["pansharpening", "deep learning", "PanAdapter", "fine-tuning", "adapter", "PyTorch"]
-
-    def shortDescription(self):  # noqa: N802
-        return tr(first_sentence(DEEP_ALGORITHMS[self.ALGORITHM_ID].summary))
-
-    def shortHelpString(self):  # noqa: N802
-        parameters = [(p.description(), p.help()) for p in self.parameterDefinitions()]
-        return algorithm_help_html(DEEP_ALGORITHMS[self.ALGORITHM_ID].summary, parameters,
-                                   ["Requires PyTorch; if it is missing, running the algorithm explains how to "
-                                    "install it."])
-
-    def icon(self):
-        return QIcon(icon_path())
-
-    def svgIconPath(self):  # noqa: N802
-        return icon_path()
 
     def add(self, parameter, help_key=""):
         if parameter.name() in self.ADVANCED:

@@ -8,7 +8,6 @@ import os
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
@@ -22,11 +21,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtGui import QIcon
-
-from ...plugin_files import icon_path
-from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
-from ..help import QUALITY_ALGORITHMS, algorithm_help_html, first_sentence, quality_parameter_help
+from .common import GDAL_SUFFIXES, TableAlgorithm, layer_file, require_backend, tr
+from ..help import QUALITY_ALGORITHMS, quality_parameter_help
 
 GROUP = "Quality assessment"
 GROUP_ID = "quality"
@@ -41,42 +37,13 @@ def load_backend():
     return assess, wald, PansharpenError
 
 
-class QualityAlgorithm(QgsProcessingAlgorithm):
-    """What the two quality algorithms share: name, group, help and icon."""
+class QualityAlgorithm(TableAlgorithm):
+    """What the two quality algorithms share: group, help table and parameter help."""
 
-    ALGORITHM_ID = None
+    HELP = QUALITY_ALGORITHMS
+    GROUP = GROUP
+    GROUP_ID = GROUP_ID
     ADVANCED = ()
-
-    def createInstance(self):  # noqa: N802
-        return type(self)()
-
-    def name(self):
-        return self.ALGORITHM_ID
-
-    def displayName(self):  # noqa: N802
-        return tr(QUALITY_ALGORITHMS[self.ALGORITHM_ID].title)
-
-    def group(self):
-        return tr(GROUP)
-
-    def groupId(self):  # noqa: N802
-        return GROUP_ID
-
-    def shortDescription(self):  # noqa: N802
-        return tr(first_sentence(QUALITY_ALGORITHMS[self.ALGORITHM_ID].summary))
-
-    def shortHelpString(self):  # noqa: N802
-        parameters = [(p.description(), p.help()) for p in self.parameterDefinitions()]
-        return algorithm_help_html(QUALITY_ALGORITHMS[self.ALGORITHM_ID].summary, parameters, self.notes())
-
-    def notes(self):
-        return ["Requires PyTorch; if it is missing, running the algorithm explains how to install it."]
-
-    def icon(self):
-        return QIcon(icon_path())
-
-    def svgIconPath(self):  # noqa: N802
-        return icon_path()
 
     def add_parameters(self, parameters):
         advanced = QgsProcessingParameterDefinition.FlagAdvanced
