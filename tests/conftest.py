@@ -33,6 +33,17 @@ def istanbul(data_dir):
     return scene / "pan.tif", scene / "ms.tif"
 
 
+def fusebox_crop(data_dir, folder, scene="scene_09", pan_size=256, bands=(1, 2, 3, 4)):
+    """PAN (pan_size^2) and MS (half that, ``bands``) crops of a Landsat-7 FuseBox scene (ratio 2, uint8)."""
+    from osgeo import gdal
+
+    src = data_dir / "pansharpening" / "landsat7_fusebox" / scene
+    pan, ms = str(folder / "pan.tif"), str(folder / "ms.tif")
+    gdal.Translate(pan, str(src / "pan.tif"), srcWin=[0, 0, pan_size, pan_size])
+    gdal.Translate(ms, str(src / "ms.tif"), srcWin=[0, 0, pan_size // 2, pan_size // 2], bandList=list(bands))
+    return pan, ms
+
+
 _REGISTERED = {}  # the Python provider object must stay referenced, or sip drops its Python overrides
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from osgeo import gdal
 
+from conftest import fusebox_crop
 from panadapter_qgis.backend.adapt import finetune_scene, load_adapted
 from panadapter_qgis.backend.deep import DeepJob
 from panadapter_qgis.backend.errors import Cancelled, PansharpenError
@@ -11,12 +12,7 @@ from panadapter_qgis.backend.errors import Cancelled, PansharpenError
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, data_dir):
-    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_09"
-    d = tmp_path_factory.mktemp("fusebox_crop")
-    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
-    gdal.Translate(pan, str(scene / "pan.tif"), srcWin=[0, 0, 256, 256])
-    gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[0, 0, 128, 128], bandList=[1, 2, 3, 4])
-    return pan, ms
+    return fusebox_crop(data_dir, tmp_path_factory.mktemp("fusebox_crop"), "scene_09")
 
 
 @pytest.fixture(scope="module")

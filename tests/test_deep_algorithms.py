@@ -6,17 +6,13 @@ from osgeo import gdal
 from qgis.core import QgsProcessingException
 
 import processing
+from conftest import fusebox_crop
 
 
 @pytest.fixture(scope="module")
 def crop(tmp_path_factory, data_dir):
     """A 256 x 256 PAN / 128 x 128 x 4 MS crop of a Landsat-7 scene (ratio 2, uint8)."""
-    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_12"
-    d = tmp_path_factory.mktemp("deep_crop")
-    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
-    gdal.Translate(pan, str(scene / "pan.tif"), srcWin=[0, 0, 256, 256])
-    gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[0, 0, 128, 128], bandList=[1, 2, 3, 4])
-    return pan, ms
+    return fusebox_crop(data_dir, tmp_path_factory.mktemp("deep_crop"), "scene_12")
 
 
 @pytest.fixture(scope="module")
