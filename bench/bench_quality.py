@@ -1,7 +1,7 @@
 """Quality of every sharpening method of the provider and of the Debian peers on the real scenes.
 
     .venv/bin/python bench/bench_quality.py [--scenes default|all|NAME,...] [--no-peers] [--methods a,b]
-                                            [--adapt-iterations 600]
+                                            [--adapt-iterations 600] [--ssdiff-iterations 600]
     make bench-quality [BENCH_QUALITY_ARGS="--scenes all"]
 
 For each scene (``../shared/data``; nothing is copied into the repository):
@@ -17,7 +17,9 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   adapted on the reduced pair for the RR row and on the original pair for the FR row, from the bundled
   weights, which never saw these scenes; a last table sets it against the best classical method of the
   provider on each scene (ERGAS, SAM, HQNR), with its adaptation seconds and inference megapixels per
-  second.
+  second;
+* SSDiff, scene-adapted the same way (``--ssdiff-iterations``, L-BAF from its bundled weights) and sampled
+  with ``panadapter:ssdiff``'s defaults (10 DDIM steps, seed 0), with its own comparison table.
 
 Seconds are the wall time of each fusion (the PAN/MS pair in, a GeoTIFF out). GRASS's i.pansharpen works on
 three bands: its rows are computed on those bands only, next to the plugin's ``upsample`` and
@@ -162,31 +164,38 @@ def three_band_view(src: str, bands, dst: str) -> str:
     return dst
 
 
-DEEP_ROW = "panadapter (scene-adapted)"
+DEEP_ROWS = {"panadapter": "panadapter (scene-adapted)", "ssdiff": "ssdiff (scene-adapted)"}
+DEEP_ROW = DEEP_ROWS["panadapter"]
+DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
 
 
-def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log) -> Tuple[str, Row]:
-    """PanAdapter adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair."""
-    from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene
+def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log,
+              model: str = "panadapter") -> Tuple[str, Row]:
+    """A deep model adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair
+    (``panadapter:panadapter`` or ``panadapter:ssdiff`` with their defaults)."""
+    from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene, ssdiff_scene
 
-    row = Row(DEEP_ROW)
-    adapter, out = os.path.join(folder, "panadapter.pt"), os.path.join(folder, "panadapter.tif")
+    name = DEEP_ROWS[model]
+    row = Row(name)
+    adapter, out = os.path.join(folder, f"{model}.pt"), os.path.join(folder, f"{model}.tif")
     start = time.perf_counter()
-    card = finetune_scene(pan, ms, adapter, sensor=scene.sensor, iterations=iterations, device="auto")
+    card = finetune_scene(pan, ms, adapter, model=model, sensor=scene.sensor, iterations=iterations,
+                          device="auto")
     t_train = time.perf_counter() - start
-    result = sharpen_scene(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
+    sharpen = ssdiff_scene if model == "ssdiff" else sharpen_scene
+    result = sharpen(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
     t_infer = time.perf_counter() - start - t_train
     mp = result["width"] * result["height"] / 1e6
     row.values.update(seconds=t_train + t_infer, train_s=t_train, infer_mps=mp / t_infer)
     row.notes.append(f"adaptation {card['iterations']} iterations in {t_train:.0f} s on {card['device']} "
                      f"(loss {card['first_loss']:.4f} -> {card['last_loss']:.4f}), inference {mp / t_infer:.3f} "
                      "MP/s")
-    log(f"    {DEEP_ROW}: {row.notes[-1]}")
+    log(f"    {name}: {row.notes[-1]}")
     return out, row
 
 
 def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log,
-             deep_iterations: int = 0) -> Tuple[list, dict]:
+             deep: Optional[Dict[str, int]] = None) -> Tuple[list, dict]:
     """Run every method and peer on (pan, ms): ([(row name, path, three_bands)], {row name: Row})."""
     os.makedirs(folder, exist_ok=True)
     outputs, rows = [], {}
@@ -201,13 +210,16 @@ def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: b
             continue
         row.values["seconds"] = time.perf_counter() - start
         outputs.append((method, out, False))
-    if deep_iterations:
+    for model, iterations in (deep or {}).items():
+        if not iterations:
+            continue
+        name = DEEP_ROWS[model]
         try:
-            out, rows[DEEP_ROW] = fuse_deep(scene, pan, ms, folder, deep_iterations, log)
-            outputs.append((DEEP_ROW, out, False))
+            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model)
+            outputs.append((name, out, False))
         except Exception as exc:  # noqa: BLE001
-            rows[DEEP_ROW] = Row(DEEP_ROW, notes=[f"failed: {exc}"])
-            log(f"    {DEEP_ROW} failed: {exc}")
+            rows[name] = Row(name, notes=[f"failed: {exc}"])
+            log(f"    {name} failed: {exc}")
     if not use_peers:
         return outputs, rows
     for peer, run in peers.PEERS.items():
@@ -247,7 +259,7 @@ def assess_rows(results, outputs, rows, keys, prefix):
 
 
 def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
-              deep_iterations: int = 0) -> Tuple[Dict[str, Row], List[str]]:
+              deep: Optional[Dict[str, int]] = None) -> Tuple[Dict[str, Row], List[str]]:
     folder = os.path.join(work, scene.name.replace("/", "_"))
     os.makedirs(folder, exist_ok=True)
     notes = []
@@ -256,7 +268,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
     degraded = wald.degrade(scene.pan, scene.ms, pan_lr, ms_lr, sensor=scene.sensor, out_reference=reference)
     ratio = degraded["ratio"]
     rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log,
-                             deep_iterations)
+                             deep)
     rr = assess.assess_reduced([p for _, p, _ in rr_out], reference, ratio=ratio, dim_cut=21, sensor=scene.sensor)
     assess_rows(rr, rr_out, rr_rows, RR_KEYS, "RR")
     notes += [f"RR: {n}" for n in rr["notes"] if "matched by their descriptions" not in n]
@@ -264,7 +276,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
                  f"{rr['data_range']:g} ({rr['data_range_source']})")
     # full resolution
     fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log,
-                             deep_iterations)
+                             deep)
     fr = assess.assess_full([p for _, p, _ in fr_out], scene.pan, scene.ms, sensor=scene.sensor)
     assess_rows(fr, fr_out, fr_rows, FR_KEYS, "FR")
     notes += [f"FR: {n}" for n in fr["notes"] if "matched by their descriptions" not in n]
@@ -347,17 +359,19 @@ def mean_rows(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene]) -> List
     return out
 
 
-def deep_comparison(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene], classical) -> List[str]:
-    """Per scene: the adapted PanAdapter against the best classical method of the provider on each index."""
+def deep_comparison(per_scene: Dict[str, Dict[str, Row]], scenes: List[Scene], classical,
+                    model: str = "panadapter") -> List[str]:
+    """Per scene: the adapted deep model against the best classical method of the provider on each index."""
+    name = DEEP_ROWS[model]
     lines = ["| scene | ERGAS adapted | best classical ERGAS | gain | SAM adapted | best classical SAM | "
              "HQNR adapted | best classical HQNR | adaptation s (RR) | inference MP/s (FR) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     gains, wins = [], []
     for scene in scenes:
         rows = per_scene.get(scene.name)
-        if not rows or DEEP_ROW not in rows or "ergas" not in rows[DEEP_ROW].values:
+        if not rows or name not in rows or "ergas" not in rows[name].values:
             continue
-        deep = rows[DEEP_ROW].values
+        deep = rows[name].values
         ours = [rows[m].values for m in classical if m in rows and "ergas" in rows[m].values]
 
         def best(key, higher=False):
@@ -387,7 +401,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method ids (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
     parser.add_argument("--adapt-iterations", type=int, default=600,
-                        help="PanAdapter scene adaptation iterations (0: no deep model)")
+                        help="PanAdapter scene adaptation iterations (0: skip PanAdapter)")
+    parser.add_argument("--ssdiff-iterations", type=int, default=600,
+                        help="SSDiff scene adaptation iterations (L-BAF; 0: skip SSDiff)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -438,11 +454,12 @@ def main(argv=None) -> int:
         return 2
     per_scene: Dict[str, Dict[str, Row]] = {}
     failures = 0
+    deep = {"panadapter": args.adapt_iterations, "ssdiff": args.ssdiff_iterations}
     for scene in scenes:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")
         try:
-            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, args.adapt_iterations)
+            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep)
         except Exception as exc:  # noqa: BLE001 (one scene must not stop the benchmark)
             failures += 1
             log(f"   FAILED: {exc}")
@@ -469,12 +486,14 @@ def main(argv=None) -> int:
         section += [f"- {r.name}: {'; '.join(r.notes)}" for r in means if r.notes]
         lines += section
         log("\n" + "\n".join(section))
-    if args.adapt_iterations and per_scene:
-        section = ["## Scene-adapted PanAdapter against the best classical method", "",
-                   f"Each pair is adapted on itself ({args.adapt_iterations} iterations of panadapter:finetune on "
-                   "its Wald-degraded version: the RR pair for the RR scores, the original pair for HQNR), "
-                   "starting from the bundled weights, which never saw these scenes.", ""]
-        section += deep_comparison(per_scene, scenes, methods)
+    for model, iterations in deep.items():
+        if not iterations or not per_scene:
+            continue
+        section = [f"## Scene-adapted {DEEP_LABELS[model]} against the best classical method", "",
+                   f"Each pair is adapted on itself ({iterations} iterations of panadapter:finetune with MODEL "
+                   f"{model} on its Wald-degraded version: the RR pair for the RR scores, the original pair for "
+                   "HQNR), starting from the bundled weights, which never saw these scenes.", ""]
+        section += deep_comparison(per_scene, scenes, methods, model)
         lines += [""] + section
         log("\n" + "\n".join(section))
     total = time.perf_counter() - start

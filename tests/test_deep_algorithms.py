@@ -97,9 +97,35 @@ def test_train_writes_weights_that_panadapter_uses(data_dir, tmp_path, panadapte
     assert (fused.RasterXSize, fused.RasterYSize, fused.RasterCount) == (576, 572, 8)
 
 
-def test_ssdiff_adaptation_is_refused_with_a_reason(crop, tmp_path, panadapter_provider):
+def test_finetune_ssdiff_then_ssdiff_algorithm(crop, tmp_path, panadapter_provider):
+    """MODEL=1 adapts SSDiff by L-BAF from its bundled weights; panadapter:ssdiff uses the adapter, and the
+    same SEED gives the same image."""
     pan, ms = crop
-    with pytest.raises(QgsProcessingException, match="ssdiff"):
-        processing.run("panadapter:finetune", {"PAN": pan, "MS": ms, "MODEL": 1, "ITERATIONS": 2,
-                                               "OUTPUT": str(tmp_path / "s.pt")})
-    assert not (tmp_path / "s.pt").exists()
+    adapter = str(tmp_path / "s.pt")
+    result = processing.run("panadapter:finetune", {"PAN": pan, "MS": ms, "SENSOR": 8, "MODEL": 1,
+                                                    "ITERATIONS": 8, "DEVICE": 1, "OUTPUT": adapter})
+    assert result["ITERATIONS_DONE"] == 8 and np.isfinite(result["FINAL_LOSS"])
+    payload = torch.load(adapter, weights_only=True)
+    assert payload["model"] == "ssdiff" and payload["bands"] == 4
+    outs = []
+    for i, seed in enumerate((3, 3)):
+        out = str(tmp_path / f"s{i}.tif")
+        processing.run("panadapter:ssdiff", {"PAN": pan, "MS": ms, "SENSOR": 8, "ADAPTER": adapter, "STEPS": 2,
+                                             "SEED": seed, "DEVICE": 1, "OUTPUT": out})
+        outs.append(gdal.Open(out).ReadAsArray())
+    fused = gdal.Open(str(tmp_path / "s0.tif"))
+    assert (fused.RasterXSize, fused.RasterYSize, fused.RasterCount) == (256, 256, 4)
+    assert fused.GetGeoTransform() == gdal.Open(pan).GetGeoTransform()
+    assert fused.GetRasterBand(1).DataType == gdal.GDT_Byte
+    assert np.array_equal(outs[0], outs[1])
+    blocks = outs[0].astype(float).reshape(4, 128, 2, 128, 2).mean((2, 4))
+    ms_arr = gdal.Open(ms).ReadAsArray().astype(float)
+    assert np.abs(blocks - ms_arr).mean() < 0.1 * ms_arr.mean()
+
+
+def test_ssdiff_with_a_panadapter_adapter_is_refused(adapter, crop, tmp_path, panadapter_provider):
+    path, _ = adapter
+    pan, ms = crop
+    with pytest.raises(QgsProcessingException, match="made for PanAdapter"):
+        processing.run("panadapter:ssdiff", {"PAN": pan, "MS": ms, "ADAPTER": path, "OUTPUT": str(tmp_path / "x.tif")})
+    assert not (tmp_path / "x.tif").exists()

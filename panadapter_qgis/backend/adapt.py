@@ -24,13 +24,20 @@ from .training.datasets import SceneCrops
 from .training.trainer import l1_step, train
 
 FORMAT = "panadapter-adapter"
-MODELS = ("panadapter",)
+MODELS = ("panadapter", "ssdiff")
+LBAF_SWITCH = 50   # SSDiff scene adaptation: iterations per L-BAF phase
+# training patch (target pixels) of each model: SSDiff's full attention makes 64 four times as costly as 32,
+# and its bundled weights were trained on 32
+PATCH = {"panadapter": 64, "ssdiff": 32}
 
 
 def _create(model, bands, preset):
-    if model != "panadapter":
+    if model == "panadapter":
+        from .models.panadapter import create_model
+    elif model == "ssdiff":
+        from .models.ssdiff import create_model
+    else:
         raise PansharpenError(f"Scene adaptation of '{model}' is not available; available: {', '.join(MODELS)}.")
-    from .models.panadapter import create_model
     return create_model(bands, preset)
 
 
@@ -115,7 +122,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
-                   stage2_share=0.25, patch=64, batch=8, lr=1e-3, seed=0, sam_weight=0.0,
+                   stage2_share=0.25, patch=None, batch=8, lr=1e-3, seed=0, sam_weight=0.0,
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
@@ -134,6 +141,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     if model not in MODELS:
         _create(model, 1, preset)  # raises the error that names the available models
     dev = select_device(device)
+    patch = patch or PATCH[model]
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
     if crops.patch != patch:
         log(f"The scene is small: training patches of {crops.patch} instead of {patch} MS pixels.")
@@ -145,22 +153,28 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         n = _load_base(net, base_path)
         base, base_sha = os.path.basename(base_path), weights.sha256(base_path)
         log(f"Loaded {n} pre-trained tensors from {base}; the backbones stay frozen.")
-        groups = (net.ADAPT_STAGE1, net.ADAPT)
-    else:
-        log("No pre-trained weights: stage 1 trains the prior extractors from random initialisation.")
-        groups = (net.STAGE1, net.STAGE2)
     log(f"Adapting on {len(crops.windows)} windows of the degraded scene (ratio {crops.ratio}, scale "
         f"{crops.scale:.4g}).")
     t0 = time.perf_counter()
-    results, trained, stage = two_stages(net, lambda rng: crops.batch(batch, rng), groups, int(iterations),
-                                         stage2_share, minutes=minutes, lr=lr, device=dev, seed=seed,
-                                         sam_weight=sam_weight,
-                                         progress=progress, is_cancelled=is_cancelled, log=log)
+    batches = lambda rng: crops.batch(batch, rng)  # noqa: E731
+    extra = {}
+    if model == "ssdiff":
+        results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
+                                                       lr=lr, device=dev, seed=seed, progress=progress,
+                                                       is_cancelled=is_cancelled, log=log)
+    else:
+        if base is None:
+            log("No pre-trained weights: stage 1 trains the prior extractors from random initialisation.")
+        groups = (net.ADAPT_STAGE1, net.ADAPT) if base else (net.STAGE1, net.STAGE2)
+        results, trained, stage = two_stages(net, batches, groups, int(iterations), stage2_share, minutes=minutes,
+                                             lr=lr, device=dev, seed=seed, sam_weight=sam_weight,
+                                             progress=progress, is_cancelled=is_cancelled, log=log)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
                 first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
-                trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)))
+                trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)),
+                **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
                    sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
                    state=state, card=card)
@@ -168,6 +182,32 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     log(f"Adapter written: {output_path} ({card['iterations']} iterations, loss {card['first_loss']:.4f} -> "
         f"{card['last_loss']:.4f}, {card['seconds']:.0f} s).")
     return dict(card, output=output_path)
+
+
+def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, device, seed, progress, is_cancelled,
+                  log):
+    """SSDiff scene adaptation: L-BAF from pre-trained weights; from random initialisation, the first half
+    trains the whole network (the main training L-BAF presupposes), the second half is L-BAF."""
+    from .training.ssdiff import train_ssdiff
+
+    lr = min(lr, 5e-4) if pretrained else lr
+    n_full = 0 if pretrained else iterations // 2
+    parts = [(n_full, None), (iterations - n_full, LBAF_SWITCH)]
+    results, trained, phases, done = [], set(), [], 0.0
+    for its, switch in parts:
+        if its < 1:
+            continue
+        share = its / iterations
+        report = (lambda f, a=done, s=share: progress(a + s * f)) if progress else None
+        mins = minutes * share if minutes else None
+        result, names, ph = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, minutes=mins,
+                                         device=device, seed=seed + len(results), progress=report,
+                                         is_cancelled=is_cancelled, log=log)
+        results.append(result)
+        trained |= names
+        phases += [(p[0] + sum(r.iterations for r in results[:-1]), p[1]) for p in ph]
+        done += share
+    return results, trained, None, dict(lbaf_switch=LBAF_SWITCH, lbaf_phases=len([p for p in phases if p[1]]))
 
 
 @user_errors
@@ -200,7 +240,8 @@ def load_adapted(adapter_path, bands=None, base_weights=None):
         raise PansharpenError(f"The adapter file does not match this version of the model ({len(missing)} "
                               "unknown tensors).")
     net.load_state_dict(payload["state"], strict=payload["base"] is None)
-    net.stage = int(payload.get("stage", 2))
+    if payload["model"] == "panadapter":
+        net.stage = int(payload.get("stage") or 2)
     return net.eval(), payload
 
 
@@ -217,8 +258,49 @@ def load_pretrained(model="panadapter", bands=None, weights_path="bundled", pres
     meta = meta if isinstance(meta, dict) else {}
     net = _create(model, bands or meta.get("bands"), meta.get("preset", preset))
     _load_base(net, path)
-    net.stage = int(meta.get("stage", 2))
+    if model == "panadapter":
+        net.stage = int(meta.get("stage") or 2)
     return net.eval(), (meta.get("card", {}) if isinstance(meta, dict) else {})
+
+
+LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
+
+
+def _scene_model(model, info, adapter, weights_path, log):
+    """(network, scale or None, output name) for ``model`` on the pair: the adapter's, or the pre-trained one
+    when no adapter is given (only for the band count the weights were trained for)."""
+    bands, label = len(info.ms_bands), LABELS[model]
+    if adapter:
+        base = weights_path if weights_path not in (None, "", "bundled") else None
+        net, payload = load_adapted(adapter, bands=bands, base_weights=base)
+        if payload["model"] != model:
+            raise PansharpenError(f"The adapter file was made for {LABELS.get(payload['model'], payload['model'])}, "
+                                  f"not {label}: run panadapter:finetune with that model.")
+        if payload["ratio"] != info.ratio:
+            raise PansharpenError(f"The adapter was made for a resolution ratio of {payload['ratio']}; this pair "
+                                  f"has {info.ratio}. Run panadapter:finetune on this pair.")
+        log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations on "
+            f"a {payload['bands']}-band scene (ratio {payload['ratio']}).")
+        return net, payload["scale"], f"{label} (scene-adapted)"
+    path = resolve_base(weights_path, model)
+    meta = import_torch().load(path, map_location="cpu", weights_only=True) if path else {}
+    if not path or meta.get("bands") != bands:
+        have = f"{meta.get('bands')}-band images" if path else "no sensor"
+        raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
+                              "model to this scene with panadapter:finetune and give its adapter file "
+                              "(ADAPTER).")
+    net, _ = load_pretrained(model, bands, path)
+    return net, None, f"{label} (pre-trained)"
+
+
+def _check_output(pan_path, ms_path, output_path):
+    if not output_path:
+        raise PansharpenError("No output file was given.")
+    if not output_path.lower().endswith((".tif", ".tiff")):
+        raise PansharpenError("The output must be a GeoTIFF file (.tif).")
+    for p in (pan_path, ms_path):
+        if os.path.abspath(p) == os.path.abspath(output_path):
+            raise PansharpenError("The output file must not be one of the input rasters.")
 
 
 @user_errors
@@ -231,38 +313,37 @@ def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path=
     from . import raster
 
     log = log or (lambda msg: None)
-    if not output_path:
-        raise PansharpenError("No output file was given.")
+    _check_output(pan_path, ms_path, output_path)
     info = raster.inspect_pair(pan_path, ms_path, ms_bands)
-    bands = len(info.ms_bands)
-    scale = None
-    if adapter:
-        base = weights_path if weights_path not in (None, "", "bundled") else None
-        net, payload = load_adapted(adapter, bands=bands, base_weights=base)
-        if payload["ratio"] != info.ratio:
-            raise PansharpenError(f"The adapter was made for a resolution ratio of {payload['ratio']}; this pair "
-                                  f"has {info.ratio}. Run panadapter:finetune on this pair.")
-        scale = payload["scale"]
-        log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations on "
-            f"a {payload['bands']}-band scene (ratio {payload['ratio']}).")
-        name = "PanAdapter (scene-adapted)"
-    else:
-        path = resolve_base(weights_path)
-        meta = import_torch().load(path, map_location="cpu", weights_only=True) if path else {}
-        if not path or meta.get("bands") != bands:
-            have = f"{meta.get('bands')}-band images" if path else "no sensor"
-            raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
-                                  "model to this scene with panadapter:finetune and give its adapter file "
-                                  "(ADAPTER).")
-        net, _ = load_pretrained("panadapter", bands, path)
-        name = "PanAdapter (pre-trained)"
+    net, scale, name = _scene_model("panadapter", info, adapter, weights_path, log)
     job = DeepJob(pan_path, ms_path, net, name=name, sensor=sensor, ms_bands=ms_bands, device=device,
                   scale=scale, ensemble=ensemble, log=log)
-    if not output_path.lower().endswith((".tif", ".tiff")):
-        raise PansharpenError("The output must be a GeoTIFF file (.tif).")
-    for p in (pan_path, ms_path):
-        if os.path.abspath(p) == os.path.abspath(output_path):
-            raise PansharpenError("The output file must not be one of the input rasters.")
+    return job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
+                     is_cancelled=is_cancelled)
+
+
+@user_errors
+def ssdiff_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
+                 ms_bands=None, steps=10, seed=0, device="auto", tile_size=64, overlap=None, batch=8,
+                 float32=False, progress=None, is_cancelled=None, log=None) -> dict:
+    """``panadapter:ssdiff``: DDIM sampling (``steps``, eta 0, noise from ``seed`` anchored to the scene
+    pixels) of SSDiff, adapted (``adapter``) or pre-trained, on overlapping tiles of ``tile_size`` PAN
+    pixels blended over ``overlap`` PAN pixels (default: a quarter of the tile)."""
+    from .deep import DeepJob
+    from .models.ssdiff import SSDiffSampler
+    from . import raster
+
+    log = log or (lambda msg: None)
+    _check_output(pan_path, ms_path, output_path)
+    if not 1 <= int(steps) <= 1000:
+        raise PansharpenError("STEPS must be between 1 and 1000.")
+    info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+    net, scale, name = _scene_model("ssdiff", info, adapter, weights_path, log)
+    r = info.ratio
+    overlap = int(tile_size) // 4 if overlap is None else int(overlap)
+    job = DeepJob(pan_path, ms_path, SSDiffSampler(net, steps, seed), name=f"{name}, {int(steps)} DDIM steps",
+                  sensor=sensor, ms_bands=ms_bands, device=device, context=0, multiple=net.MULTIPLE,
+                  scale=scale, overlap=max(1, overlap // r), log=log)
     return job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
                      is_cancelled=is_cancelled)
 

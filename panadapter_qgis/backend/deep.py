@@ -20,16 +20,66 @@ from .tiling import Tile, run_tiles
 from .training.datasets import robust_scale
 
 
-def uniform_tiles(rows, cols, tile, multiple=1):
-    """Equal tiles of ``tile`` x ``tile`` covering the grid; the last ones overlap their neighbours instead
-    of being cut. A grid smaller than ``tile`` gets one tile of its size rounded up to ``multiple`` (a
-    model's size constraint), which then reaches past the grid: the reader pads it, the writer crops it."""
+def uniform_tiles(rows, cols, tile, multiple=1, overlap=0):
+    """Equal tiles of ``tile`` x ``tile`` covering the grid, ``overlap`` pixels shared by neighbours; the last
+    ones overlap their neighbours more instead of being cut. A grid smaller than ``tile`` gets one tile of
+    its size rounded up to ``multiple`` (a model's size constraint), which then reaches past the grid: the
+    reader pads it, the writer crops it."""
     def up(n):
         return -(-n // multiple) * multiple
     th, tw = min(tile, up(rows)), min(tile, up(cols))
-    r_starts = sorted(set(list(range(0, rows - th, th)) + [max(0, rows - th)]))
-    c_starts = sorted(set(list(range(0, cols - tw, tw)) + [max(0, cols - tw)]))
+    sh, sw = max(1, th - overlap), max(1, tw - overlap)
+    r_starts = sorted(set(list(range(0, rows - th, sh)) + [max(0, rows - th)]))
+    c_starts = sorted(set(list(range(0, cols - tw, sw)) + [max(0, cols - tw)]))
     return [Tile(r, r + th, c, c + tw) for r in r_starts for c in c_starts]
+
+
+def blend_weights(rows, cols, ramp):
+    """Feathering weights of a tile (rows x cols): rising linearly over ``ramp`` pixels from each edge,
+    never zero, so that a weighted mean of overlapping tiles fades each one out towards its edges."""
+    def axis(n):
+        i = np.arange(n, dtype=np.float32)
+        return np.minimum(np.minimum(i + 1, n - i) / max(1, ramp), 1.0)
+    return np.outer(axis(rows), axis(cols))
+
+
+class _Blender:
+    """Weighted sum of overlapping fused tiles over a band of rows, written out (as the mean) once no
+    later tile can reach them: memory is a few tile rows times the output width."""
+
+    def __init__(self, writer, info, ramp):
+        self.writer, self.info, self.ramp = writer, info, ramp
+        self.row0 = 0
+        bands = len(info.ms_bands)
+        self.num = np.zeros((bands, 0, info.out_cols), np.float32)
+        self.den = np.zeros((0, info.out_cols), np.float32)
+        self.ok = np.ones((0, info.out_cols), bool)
+
+    def add(self, r0, c0, fused, valid):
+        c, h, w = fused.shape
+        end = r0 + h
+        grow = end - (self.row0 + self.den.shape[0])
+        if grow > 0:
+            self.num = np.concatenate([self.num, np.zeros((c, grow, self.info.out_cols), np.float32)], 1)
+            self.den = np.concatenate([self.den, np.zeros((grow, self.info.out_cols), np.float32)], 0)
+            self.ok = np.concatenate([self.ok, np.ones((grow, self.info.out_cols), bool)], 0)
+        wgt = blend_weights(h, w, self.ramp)
+        rs = slice(r0 - self.row0, end - self.row0)
+        self.num[:, rs, c0:c0 + w] += fused * wgt
+        self.den[rs, c0:c0 + w] += wgt
+        if valid is not None:
+            self.ok[rs, c0:c0 + w] &= valid
+
+    def flush(self, upto):
+        """Write the rows before ``upto`` (output rows) and drop them from the buffer."""
+        n = min(upto, self.row0 + self.den.shape[0]) - self.row0
+        if n <= 0:
+            return
+        fused = self.num[:, :n] / self.den[:n]
+        valid = None if self.ok[:n].all() else self.ok[:n]
+        self.writer.write(self.writer.to_output(fused, valid), self.row0, 0)
+        self.num, self.den, self.ok = self.num[:, n:], self.den[n:], self.ok[n:]
+        self.row0 += n
 
 
 def scene_scale(reader: raster.PairReader, info: raster.PairInfo) -> float:
@@ -48,7 +98,7 @@ class DeepJob:
 
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
-                 context=8, multiple=4, scale=None, ensemble=1, log: Optional[Callable] = None):
+                 context=8, multiple=4, scale=None, ensemble=1, overlap=0, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
         self.log = log or (lambda msg: None)
@@ -67,6 +117,8 @@ class DeepJob:
         r = self.info.ratio
         self.multiple = multiple
         self.context = -(-context // multiple) * multiple           # MS pixels of image context per side
+        self.overlap = int(overlap)   # MS pixels shared by neighbouring tiles, blended (0: interiors only)
+        self.needs_origin = bool(getattr(model, "needs_origin", False))
         self.interp_halo = mtf.interp_halo(r)
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
@@ -89,7 +141,8 @@ class DeepJob:
         """The model on a batch; with ``ensemble`` > 1, the mean over that many elements of the dihedral
         group (flips, transposition: the transforms training augments with), each undone on the output."""
         torch = self.torch
-        ms, lms, pan = (torch.cat(x) for x in zip(*batch))
+        ms, lms, pan = (torch.cat(x) for x in zip(*[b[:3] for b in batch]))
+        extra = {"origin": [b[3] for b in batch]} if self.needs_origin else {}
         transforms = [(dims, t) for t in (False, True) for dims in ((), (-1,), (-2,), (-1, -2))]
         transforms = transforms[:1] + transforms[4:5] + transforms[1:4] + transforms[5:]  # 2: identity, transpose
         total = None
@@ -104,16 +157,16 @@ class DeepJob:
             args = (fwd(ms), fwd(lms), fwd(pan), self.info.ratio)
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
-                    out = inv(self.model(*args).float())
+                    out = inv(self.model(*args, **extra).float())
             else:
-                out = inv(self.model(*args))
+                out = inv(self.model(*args, **extra))
             total = out if total is None else total + out
         return total / self.ensemble
 
     def fuse_tiles(self, tiles, datas):
         """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles."""
         torch, r, c = self.torch, self.info.ratio, self.context
-        inputs = [self._inputs(d) for d in datas]
+        inputs = [self._inputs(d) + ((r * (t.r0 - c), r * (t.c0 - c)),) for t, d in zip(tiles, datas)]
         outs, start, batch = [], 0, min(len(inputs), self.batch_limit or len(inputs))
         with torch.inference_mode():
             while start < len(inputs):
@@ -137,12 +190,18 @@ class DeepJob:
         t0 = time.perf_counter()
         info, r = self.info, self.info.ratio
         tile_ms = max(self.multiple, int(tile_size) // r // self.multiple * self.multiple)
-        tiles = uniform_tiles(info.rows, info.cols, tile_ms, self.multiple)
+        overlap = min(self.overlap, tile_ms // 2) // self.multiple * self.multiple
+        tiles = uniform_tiles(info.rows, info.cols, tile_ms, self.multiple, overlap)
         groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
         self.log(f"{self.name}: ratio {r}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
-                 f"{len(tiles)} tiles on {describe(self.device)}.")
+                 f"{len(tiles)} tiles on {describe(self.device)}"
+                 + (f", neighbours blended over {overlap * r} pixels." if overlap else "."))
         writer = raster.GeoTiffWriter(output_path, info, float32, self.name)
         try:
+            if overlap:
+                self._write_blended(tiles, groups, writer, overlap * r, progress, is_cancelled)
+                writer.commit()
+                return self._summary(output_path, t0)
             def read(group):
                 return [self.source.read(t) for t in group]
 
@@ -163,9 +222,36 @@ class DeepJob:
         except BaseException:
             writer.abort()
             raise
-        return dict(output=output_path, ratio=r, width=info.out_cols, height=info.out_rows,
+        return self._summary(output_path, t0)
+
+    def _summary(self, output_path, t0):
+        info = self.info
+        return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
                     bands=len(info.ms_bands), seconds=time.perf_counter() - t0, device=str(self.device),
                     method=self.name)
+
+    def _write_blended(self, tiles, groups, writer, ramp, progress, is_cancelled):
+        """Overlapping tiles, each fused whole, blended with feathering weights (``_Blender``)."""
+        info, r = self.info, self.info.ratio
+        blender = _Blender(writer, info, ramp)
+        starts = [g[0].r0 for g in groups[1:]] + [info.rows]
+        jobs = list(zip(groups, starts))
+
+        def read(job):
+            return [self.source.read(t) for t in job[0]]
+
+        def process(job, datas):
+            fused = self.fuse_tiles(job[0], datas)
+            return [(f, self._valid(t, d)) for t, f, d in zip(job[0], fused, datas)]
+
+        def write(job, outs):
+            for tile, (f, valid) in zip(job[0], outs):
+                h, w = r * (min(tile.r1, info.rows) - tile.r0), r * (min(tile.c1, info.cols) - tile.c0)
+                blender.add(tile.r0 * r, tile.c0 * r, f[:, :h, :w], None if valid is None else valid[:h, :w])
+            blender.flush(job[1] * r)   # later tiles start at this row: everything above is final
+
+        run_tiles(jobs, read, process, write, progress, is_cancelled, prefetch=1)
+        blender.flush(info.out_rows)
 
     def _valid(self, tile, data):
         """PAN-scale validity mask of the tile interior (numpy bool) or None when nothing is nodata."""

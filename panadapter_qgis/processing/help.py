@@ -94,6 +94,19 @@ PARAMETER_HELP = {
               "Generic when your sensor is not listed.",
     "DEVICE": "Where to compute. Automatic uses an NVIDIA GPU when PyTorch can use one and the CPU "
               "otherwise. CUDA needs an NVIDIA GPU and a CUDA build of PyTorch.",
+    "SSDIFF_ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' with the model SSDiff, "
+                      "for images of this sensor (same band count and resolution ratio). Empty: the "
+                      "pre-trained weights, used as they are.",
+    "SSDIFF_WEIGHTS": "A weights file of SSDiff (as written by make weights). Empty: the weights bundled with "
+                      "the plugin.",
+    "STEPS": "DDIM sampling steps (deterministic, eta = 0). Each step is one pass of the network over the "
+             "image, so time grows linearly; 10 is the paper's setting, 1 gives a quick draft.",
+    "SEED": "Seed of the starting noise. The noise is tied to the scene's pixels, so the same seed gives the "
+            "same image whatever the tile size, device batch or order; another seed gives another sample.",
+    "SSDIFF_TILE_SIZE": "Side of the square tiles (panchromatic pixels); neighbouring tiles overlap by a "
+                        "quarter of it and are blended. The attention of the first level compares every pixel "
+                        "of a tile with every other: work grows with the square of the tile area. The model was "
+                        "trained on 64-pixel tiles.",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side "
                  "(rounded to a multiple of the resolution ratio). Smaller tiles need less memory; the "
                  "result does not depend on the tile size.",
@@ -215,14 +228,26 @@ DEEP_ALGORITHMS = {
         "sensor (best), or leave it empty to use the pre-trained weights, which exist only for the band count "
         "they were trained on. The image is processed in tiles with a margin of context, so there are no "
         "seams. Runs on an NVIDIA GPU when available, on the CPU otherwise (slower)."),
+    "ssdiff": MethodHelp(
+        "SSDiff (diffusion pansharpening)",
+        "Sharpens the multispectral image with SSDiff (Zhong et al., NeurIPS 2024), a diffusion model with a "
+        "spatial branch on the panchromatic image and a spectral branch on the multispectral image, fused by "
+        "alternating projection modules and Fourier modulation. It starts from noise and refines the detail to "
+        "add to the upsampled multispectral image in a few DDIM steps: the same seed always gives the same "
+        "image. Give the adapter file that 'Fine-tune a deep model on the scene' wrote with the model SSDiff "
+        "(best), or leave it empty to use the pre-trained weights, which exist only for the band count they "
+        "were trained on. Overlapping tiles are blended, so there are no seams. Each step costs a full pass "
+        "of the network: 10 steps are the paper's choice; on a CPU it is the slowest method of the "
+        "toolbox."),
     "finetune": MethodHelp(
         "Fine-tune a deep model on the scene",
         "Adapts a deep pansharpening model to your own images, with no training data: the panchromatic and "
         "multispectral pair is degraded by the resolution ratio (Wald's protocol), the model learns to "
         "rebuild your multispectral image from the degraded pair, and the result is an adapter file for "
-        "'PanAdapter (deep pansharpening)'. Only small parts of the model learn (the band heads, the prior "
-        "modules, the adapters and the decoders); the pre-trained backbones stay frozen. Takes minutes on a "
-        "CPU and seconds on a GPU; cancel at any time (no file is written)."),
+        "'PanAdapter (deep pansharpening)' or 'SSDiff (diffusion pansharpening)'. Only parts of the model "
+        "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
+        "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
+        "Takes minutes on a CPU and seconds on a GPU; cancel at any time (no file is written)."),
     "train": MethodHelp(
         "Train PanAdapter on a dataset",
         "Trains PanAdapter's two stages on a PanCollection-style HDF5 dataset (datasets gt, ms, lms, pan of "
@@ -235,8 +260,8 @@ DEEP_ALGORITHMS = {
 DEEP_PARAMETER_HELP = {
     "ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' for images of this sensor "
                "(same band count and resolution ratio). Empty: the pre-trained weights, used as they are.",
-    "WEIGHTS": "A weights file written by 'Train PanAdapter on a dataset'. Empty: the weights bundled with "
-               "the plugin.",
+    "WEIGHTS": "A weights file written by 'Train PanAdapter on a dataset' (for SSDiff: an SSDiff weights "
+               "file). Empty: the weights bundled with the plugin for the chosen model.",
     "MODEL": "The deep model to adapt: PanAdapter (0) or SSDiff (1). The adapter file works only with the "
              "algorithm of the same model.",
     "ITERATIONS": "Training steps (batches of 8 patches). 600 takes a few minutes on a laptop CPU for a "
@@ -251,6 +276,19 @@ DEEP_PARAMETER_HELP = {
                  "WorldView-3, 1023 for 10-bit Gaofen-2.",
     "INIT_WEIGHTS": "Start from these weights (a file from this algorithm) instead of random ones.",
     "TRAIN_OUTPUT": "The weights file to write (.pt). A resumable checkpoint is kept beside it.",
+    "SSDIFF_ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' with the model SSDiff, "
+                      "for images of this sensor (same band count and resolution ratio). Empty: the "
+                      "pre-trained weights, used as they are.",
+    "SSDIFF_WEIGHTS": "A weights file of SSDiff (as written by make weights). Empty: the weights bundled with "
+                      "the plugin.",
+    "STEPS": "DDIM sampling steps (deterministic, eta = 0). Each step is one pass of the network over the "
+             "image, so time grows linearly; 10 is the paper's setting, 1 gives a quick draft.",
+    "SEED": "Seed of the starting noise. The noise is tied to the scene's pixels, so the same seed gives the "
+            "same image whatever the tile size, device batch or order; another seed gives another sample.",
+    "SSDIFF_TILE_SIZE": "Side of the square tiles (panchromatic pixels); neighbouring tiles overlap by a "
+                        "quarter of it and are blended. The attention of the first level compares every pixel "
+                        "of a tile with every other: work grows with the square of the tile area. The model was "
+                        "trained on 64-pixel tiles.",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "
                  "a margin of context so that there are no seams. The transformer's work grows with the square "
                  "of the tile area: 128 is about twice as fast as 256 on a CPU, with the same result.",

@@ -34,10 +34,12 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
           lr: float = 1e-3, minutes: Optional[float] = None, device=None, seed: int = 0,
           progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
           log: Optional[Callable] = None, checkpoint: Optional[str] = None, resume: bool = False,
-          checkpoint_every: int = 200, card: Optional[dict] = None) -> TrainResult:
+          checkpoint_every: int = 200, card: Optional[dict] = None, hooks=None) -> TrainResult:
     """Optimise ``params`` for ``iterations`` steps (or until ``minutes`` have passed).
 
-    ``batches(rng)`` returns a dict of tensors; ``step(model, batch)`` returns the scalar loss.
+    ``batches(rng)`` returns a dict of tensors; ``step(model, batch)`` returns the scalar loss. ``hooks``
+    (optional) has ``before(iteration)`` (e.g. switch what trains: a parameter whose ``requires_grad`` is
+    off gets no gradient and Adam leaves it alone) and ``after(iteration)`` (e.g. an EMA update).
     """
     device = device or torch.device("cpu")
     params = [p for p in params if p.requires_grad]
@@ -66,12 +68,16 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
             if log:
                 log(f"Time budget of {minutes:g} min reached after {it - start_it} iterations.")
             break
+        if hooks is not None:
+            hooks.before(it)
         batch = {k: v.to(device) for k, v in batches(rng).items()}
         loss = step(model, batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
+        if hooks is not None:
+            hooks.after(it)
         losses.append(float(loss.detach()))
         if progress is not None:
             progress((it + 1) / iterations)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Deep-learning algorithms: ``panadapter`` (inference), ``finetune`` (scene adaptation), ``train``.
+"""Deep-learning algorithms: ``panadapter`` and ``ssdiff`` (inference), ``finetune`` (scene adaptation of
+either), ``train``.
 
 Each class declares and reads its parameters, then calls one backend function of ``backend.adapt``
 (docs/BACKEND_API.md); the backend reports progress, log lines and cancellation through callbacks.
@@ -26,6 +27,16 @@ GROUP = "Deep learning"
 GROUP_ID = "deep"
 MODELS = ("panadapter", "ssdiff")  # enum order of MODEL (scripts rely on it)
 MODEL_LABELS = ("PanAdapter", "SSDiff")
+
+
+def style_output(algorithm, parameters, context, output, sensor):
+    """True-colour styling of the fused layer when Processing loads it."""
+    if context.willLoadLayerOnCompletion(output):
+        from ...gui.styling import RgbStylePostProcessor
+
+        ms_layer = algorithm.parameterAsRasterLayer(parameters, "MS", context)
+        context.layerToLoadOnCompletionDetails(output).setPostProcessor(
+            RgbStylePostProcessor.create(sensor, None, ms_layer.bandCount() if ms_layer else None))
 
 
 class DeepAlgorithm(TableAlgorithm):
@@ -116,12 +127,55 @@ class PanAdapterAlgorithm(DeepAlgorithm):
                            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
                            float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
         feedback.pushInfo(run_summary(result))
-        if context.willLoadLayerOnCompletion(output):
-            from ...gui.styling import RgbStylePostProcessor
+        style_output(self, parameters, context, output, sensor)
+        return {"OUTPUT": output}
 
-            ms_layer = self.parameterAsRasterLayer(parameters, "MS", context)
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(
-                RgbStylePostProcessor.create(sensor, None, ms_layer.bandCount() if ms_layer else None))
+
+class SSDiffAlgorithm(DeepAlgorithm):
+    ALGORITHM_ID = "ssdiff"
+    ADVANCED = ("WEIGHTS", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32")
+
+    def tags(self):
+        return super().tags() + ["SSDiff", "diffusion", "DDIM", "L-BAF"]
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_pair()
+        self.add(QgsProcessingParameterFile("ADAPTER", tr("Adapter file from scene fine-tuning (model SSDiff)"),
+                                            extension="pt", optional=True), "SSDIFF_ADAPTER")
+        self.add(QgsProcessingParameterFile("WEIGHTS", tr("Pre-trained weights (default: bundled)"),
+                                            extension="pt", optional=True), "SSDIFF_WEIGHTS")
+        self.add(QgsProcessingParameterNumber("STEPS", tr("Sampling steps (DDIM)"),
+                                              QgsProcessingParameterNumber.Integer, defaultValue=10, minValue=1,
+                                              maxValue=1000))
+        self.add(QgsProcessingParameterNumber("SEED", tr("Random seed"), QgsProcessingParameterNumber.Integer,
+                                              defaultValue=0, minValue=0))
+        self.add_device()
+        self.add(QgsProcessingParameterNumber("TILE_SIZE", tr("Tile size (panchromatic pixels)"),
+                                              QgsProcessingParameterNumber.Integer, defaultValue=64,
+                                              minValue=16, maxValue=512), "SSDIFF_TILE_SIZE")
+        self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
+                                               defaultValue=False))
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        pan, ms, sensor = self.read_pair(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if not output.lower().endswith(GDAL_SUFFIXES):
+            raise QgsProcessingException(
+                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        require_backend()
+        from ...backend.adapt import ssdiff_scene
+
+        result = self.call(ssdiff_scene, pan, ms, output, feedback=feedback,
+                           adapter=self.optional_file(parameters, "ADAPTER", context),
+                           weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
+                           sensor=sensor, device=self.device(parameters, context),
+                           steps=self.parameterAsInt(parameters, "STEPS", context),
+                           seed=self.parameterAsInt(parameters, "SEED", context),
+                           tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
+                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
+        feedback.pushInfo(run_summary(result))
+        style_output(self, parameters, context, output, sensor)
         return {"OUTPUT": output}
 
 
@@ -198,4 +252,4 @@ class TrainAlgorithm(DeepAlgorithm):
 
 
 def deep_algorithms():
-    return [PanAdapterAlgorithm(), FinetuneAlgorithm(), TrainAlgorithm()]
+    return [PanAdapterAlgorithm(), SSDiffAlgorithm(), FinetuneAlgorithm(), TrainAlgorithm()]
