@@ -41,7 +41,7 @@ help:
 	@echo "make zip    - build $(ZIP)"
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
-	@echo "make weights - train the bundled PanAdapter weights (about 25 min on a 2-core CPU)"
+	@echo "make weights - train the bundled PanAdapter and SSDiff weights (about 40 min on a 2-core CPU)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -130,11 +130,13 @@ bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
 
-# The bundled PanAdapter weights (backend/weights/panadapter_small.pt + .json card): restoration
-# pre-training of the backbones, then PanAdapter's two stages, on the FuseBox training scenes. About
-# 25 min on a 2-core CPU, resumable (build/weights/); WEIGHTS_ARGS="--device cuda" on a GPU.
+# The bundled weights (backend/weights/*.pt + .json cards), on the FuseBox training scenes: PanAdapter
+# (restoration pre-training of the backbones, then its two stages; about 25 min on a 2-core CPU) and
+# SSDiff (main diffusion training, then L-BAF; about 15 min); resumable (build/weights/);
+# WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
 	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
+	$(PY) scripts/train_ssdiff_weights.py --iters 5000 --lbaf-iters 500 $(WEIGHTS_ARGS)
 	$(PY) scripts/weights_card.py
 
 # Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Scores the bundled PanAdapter weights as they are (no scene adaptation) on held-out scenes and writes the
-figures into their card (``backend/weights/panadapter_small.json``, key ``held_out_metrics``).
+"""Scores the bundled weights (PanAdapter, SSDiff) as they are (no scene adaptation) on held-out scenes and
+writes the figures into their cards (``backend/weights/<name>.json``, key ``held_out_metrics``).
 
 Reduced resolution (Wald's protocol, 21-pixel border cut) on the FuseBox scenes 05, 10, ..., 30, which
 ``scripts/train_weights.py`` never reads; upsampling and MTF-GLP-FS on the same degraded pairs for scale.
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panadapter_qgis.backend import metrics, weights  # noqa: E402
-from panadapter_qgis.backend.adapt import sharpen_scene  # noqa: E402
+from panadapter_qgis.backend.adapt import sharpen_scene, ssdiff_scene  # noqa: E402
 from panadapter_qgis.backend.pipeline import pansharpen  # noqa: E402
 from panadapter_qgis.backend.wald import degrade_pair  # noqa: E402
 
@@ -31,8 +31,17 @@ def scores(reference, path, ratio):
     return dict(ergas=round(metrics.ergas(ref, fus, ratio), 4), sam=round(metrics.sam(ref, fus), 4))
 
 
+SHARPEN = {"panadapter": sharpen_scene, "ssdiff": ssdiff_scene}
+
+
 def main():
-    card_path = weights.WEIGHTS_DIR / "panadapter_small.json"
+    models = [m for m in sys.argv[1:] or list(SHARPEN) if weights.bundled(m)]
+    for model in models:
+        score_model(model)
+
+
+def score_model(model):
+    card_path = weights.WEIGHTS_DIR / f"{weights.REGISTRY[model]}.json"
     card = json.loads(card_path.read_text())
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,8 +56,8 @@ def main():
             for method in ("upsample", "mtf_glp_fs"):
                 pansharpen(pan, ms, str(d / f"{method}.tif"), method, sensor=8, float32=True)
                 row[method] = scores(reference, str(d / f"{method}.tif"), info.ratio)
-            sharpen_scene(pan, ms, str(d / "pa.tif"), sensor=8, float32=True, device="cpu")
-            row["panadapter_pretrained"] = scores(reference, str(d / "pa.tif"), info.ratio)
+            SHARPEN[model](pan, ms, str(d / "deep.tif"), sensor=8, float32=True, device="cpu")
+            row[f"{model}_pretrained"] = scores(reference, str(d / "deep.tif"), info.ratio)
             table[scene.name] = row
             print(scene.name, row, flush=True)
     mean = {m: {k: round(float(np.mean([t[m][k] for t in table.values()])), 4) for k in ("ergas", "sam")}

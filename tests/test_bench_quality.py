@@ -8,7 +8,8 @@ from bench import bench_quality
 def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_path, capsys):
     out = tmp_path / "quality.md"
     code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
-                               "--adapt-iterations", "20", "--out", str(out), "--work", str(tmp_path / "work")])
+                               "--adapt-iterations", "20", "--ssdiff-iterations", "10", "--out", str(out),
+                               "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text(encoding="utf-8")
     assert "## wv3_cristianics (sensor index 2)" in text and "## Mean over 1 scenes" in text
@@ -22,6 +23,11 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     assert len(deep) == 2 and all(cell.strip() not in ("", "n/a") for cell in deep[0].strip("|").split("|"))
     assert "## Scene-adapted PanAdapter against the best classical method" in text
     assert "| wv3_cristianics | " in text and "Mean ERGAS gain over the best classical method" in text
+    # and SSDiff's, adapted by L-BAF
+    ssdiff = [line for line in text.splitlines() if line.startswith("| ssdiff (scene-adapted) |")]
+    assert len(ssdiff) == 2 and all(c.strip() not in ("", "n/a") for c in ssdiff[0].strip("|").split("|"))
+    assert "## Scene-adapted SSDiff against the best classical method" in text
+    assert text.count("Mean ERGAS gain over the best classical method") == 2
     assert "Total wall time" in capsys.readouterr().out
 
 

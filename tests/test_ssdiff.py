@@ -173,3 +173,24 @@ def test_ssdiff_refuses_a_panadapter_adapter(crop, tmp_path):
     with pytest.raises(PansharpenError, match="made for PanAdapter"):
         ssdiff_scene(pan, ms, str(tmp_path / "x.tif"), adapter=other, device="cpu")
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_weights_of_another_band_count_start_every_band_from_their_mean(tmp_path):
+    """6-band weights loaded into an 8-band network (as scene adaptation does): the shared layers are
+    copied, and each new band's input weights are the mean band's, rescaled so that the sum over bands is
+    kept: a band-uniform input gives the same first features as in the 6-band network."""
+    from panadapter_qgis.backend.adapt import _load_base
+
+    torch.manual_seed(0)
+    six, eight = create_model(6), create_model(8)
+    for p in six.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    path = tmp_path / "six.pt"
+    torch.save({"model": six.state_dict()}, path)
+    _load_base(eight, str(path))
+    assert torch.equal(eight.apfm[2].se1.weight, six.apfm[2].se1.weight)
+    x6, x8, pan = torch.full((1, 6, 8, 8), 0.3), torch.full((1, 8, 8, 8), 0.3), torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(eight.spa_in(torch.cat([x8, pan], 1)), six.spa_in(torch.cat([x6, pan], 1)))
+        torch.testing.assert_close(eight.spe_in(torch.cat([x8, x8], 1)), six.spe_in(torch.cat([x6, x6], 1)))
+    torch.testing.assert_close(eight.to_hrms.weight[3], six.to_hrms.weight.mean(0))

@@ -26,6 +26,7 @@ from .training.trainer import l1_step, train
 FORMAT = "panadapter-adapter"
 MODELS = ("panadapter", "ssdiff")
 LBAF_SWITCH = 50   # SSDiff scene adaptation: iterations per L-BAF phase
+LBAF_LR = 5e-4     # and its learning rate from pre-trained weights
 # training patch (target pixels) of each model: SSDiff's full attention makes 64 four times as costly as 32,
 # and its bundled weights were trained on 32
 PATCH = {"panadapter": 64, "ssdiff": 32}
@@ -57,6 +58,8 @@ def _load_base(net, base_path):
                 loaded += 1
     if loaded == 0:
         raise PansharpenError(f"'{base_path}' holds no tensor of this model.")
+    if hasattr(net, "init_bands_from"):   # weights of another band count: start every band from their mean
+        loaded += net.init_bands_from(state)
     return loaded
 
 
@@ -122,7 +125,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
-                   stage2_share=0.25, patch=None, batch=8, lr=1e-3, seed=0, sam_weight=0.0,
+                   stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=0.0,
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
@@ -155,12 +158,13 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         log(f"Loaded {n} pre-trained tensors from {base}; the backbones stay frozen.")
     log(f"Adapting on {len(crops.windows)} windows of the degraded scene (ratio {crops.ratio}, scale "
         f"{crops.scale:.4g}).")
+    lr = lr or (LBAF_LR if model == "ssdiff" and base else 1e-3)
     t0 = time.perf_counter()
     batches = lambda rng: crops.batch(batch, rng)  # noqa: E731
     extra = {}
     if model == "ssdiff":
         results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
-                                                       lr=lr, device=dev, seed=seed, progress=progress,
+                                                       lr=lr, sam_weight=sam_weight, device=dev, seed=seed, progress=progress,
                                                        is_cancelled=is_cancelled, log=log)
     else:
         if base is None:
@@ -184,13 +188,12 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     return dict(card, output=output_path)
 
 
-def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, device, seed, progress, is_cancelled,
+def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weight, device, seed, progress, is_cancelled,
                   log):
     """SSDiff scene adaptation: L-BAF from pre-trained weights; from random initialisation, the first half
     trains the whole network (the main training L-BAF presupposes), the second half is L-BAF."""
     from .training.ssdiff import train_ssdiff
 
-    lr = min(lr, 5e-4) if pretrained else lr
     n_full = 0 if pretrained else iterations // 2
     parts = [(n_full, None), (iterations - n_full, LBAF_SWITCH)]
     results, trained, phases, done = [], set(), [], 0.0
@@ -200,7 +203,8 @@ def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, device, 
         share = its / iterations
         report = (lambda f, a=done, s=share: progress(a + s * f)) if progress else None
         mins = minutes * share if minutes else None
-        result, names, ph = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, minutes=mins,
+        result, names, ph = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, sam_weight=sam_weight,
+                                         minutes=mins,
                                          device=device, seed=seed + len(results), progress=report,
                                          is_cancelled=is_cancelled, log=log)
         results.append(result)

@@ -65,11 +65,14 @@ class Hooks:
         self.ema.update(self.net)
 
 
-def ssdiff_step(net, batch):
-    return diffusion_loss(net, batch)
+def ssdiff_step(sam_weight=0.0):
+    def step(net, batch):
+        return diffusion_loss(net, batch, sam_weight=sam_weight)
+    return step
 
 
-def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999, lr=1e-3, minutes=None,
+def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999, lr=1e-3, sam_weight=0.0,
+                 minutes=None,
                  device=None, seed=0, progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False):
     """Train ``net`` (SSNet) with the diffusion loss. ``lbaf_switch`` None: every parameter learns (the main
     training); an integer: L-BAF, switching branch every that many iterations. The EMA weights are copied
@@ -83,7 +86,7 @@ def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999,
         what = f"L-BAF, switching branch every {lbaf_switch} iterations" if lbaf_switch else "all parameters"
         log(f"SSDiff: {iterations} iterations, {sum(p.numel() for p in params):,} trainable parameters ({what}).")
     try:
-        result = train(net, batches, ssdiff_step, params, iterations=iterations, lr=lr, minutes=minutes,
+        result = train(net, batches, ssdiff_step(sam_weight), params, iterations=iterations, lr=lr, minutes=minutes,
                        device=device, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log,
                        checkpoint=checkpoint, resume=resume, hooks=hooks)
     finally:

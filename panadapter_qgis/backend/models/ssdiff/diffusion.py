@@ -40,14 +40,20 @@ def q_sample(x0, t, noise):
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
-def diffusion_loss(net, batch, generator=None):
-    """L1 x0-prediction loss of SSNet on a training batch (``gt, ms, lms, pan``)."""
+def diffusion_loss(net, batch, generator=None, sam_weight=0.0):
+    """L1 x0-prediction loss of SSNet on a training batch (``gt, ms, lms, pan``), plus ``sam_weight`` times
+    the mean spectral angle (radians) of ``LMS + x0`` when given."""
     x0 = batch["gt"] - batch["lms"]
     b = x0.shape[0]
     t = torch.randint(0, T, (b,), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     pred = net(q_sample(x0, t, noise), t, batch["ms"], batch["lms"], batch["pan"])
-    return torch.nn.functional.l1_loss(pred, x0)
+    loss = torch.nn.functional.l1_loss(pred, x0)
+    if sam_weight:
+        fused, gt = batch["lms"] + pred, batch["gt"]
+        cos = (fused * gt).sum(1) / (fused.norm(dim=1) * gt.norm(dim=1) + 1e-8)
+        loss = loss + sam_weight * torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+    return loss
 
 
 def _mix(h):

@@ -186,6 +186,44 @@ class SSNet(nn.Module):
             nn.init.zeros_(layer.bias)
         self.level = (0, 1, 2, 1, 0)   # which FMIM constants each of the five levels uses
 
+    @torch.no_grad()
+    def init_bands_from(self, state):
+        """Band-dependent layers from weights trained for another band count (``state``: their state dict):
+        every band starts as the mean band of the trained ones (input weights rescaled to keep the sum over
+        bands, output rows averaged, the MS skip split into its diagonal and off-diagonal means), so the
+        network sharpens any sensor from the first iteration, all bands alike, and adaptation specialises
+        them. Returns how many tensors were set this way."""
+        c = self.bands
+        done = 0
+
+        def spread(w, c0, parts):   # input channels: ``parts`` groups of c0 band channels, then the rest
+            groups = [w[:, k * c0:(k + 1) * c0].mean(1, keepdim=True).repeat(1, c, 1, 1) * (c0 / c)
+                      for k in range(parts)]
+            return torch.cat(groups + [w[:, parts * c0:]], 1)
+
+        for key, own in self.state_dict().items():
+            if key not in state or tuple(state[key].shape) == tuple(own.shape):
+                continue
+            w = state[key].to(own.dtype)
+            if key == "spa_in.weight":
+                new = spread(w, w.shape[1] - 1, 1)
+            elif key == "spe_in.weight":
+                new = spread(w, w.shape[1] // 2, 2)
+            elif key in ("to_hrms.weight", "to_hrms.bias", "ms_skip.bias"):
+                new = w.mean(0, keepdim=True).repeat(c, *([1] * (w.dim() - 1)))
+            elif key == "ms_skip.weight":
+                c0 = w.shape[0]
+                eye = torch.eye(c0, dtype=torch.bool)
+                diag = w[eye].mean(0)
+                off = w[~eye].mean(0) * (c0 - 1) / max(1, c - 1) if c0 > 1 else torch.zeros_like(diag)
+                new = off.expand(c, c, *w.shape[2:]).clone()
+                new[torch.eye(c, dtype=torch.bool)] = diag
+            else:
+                continue
+            own.copy_(new)
+            done += 1
+        return done
+
     def set_lbaf(self, mode):
         for block in self.apfm:
             block.lbaf = mode
