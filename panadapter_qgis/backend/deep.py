@@ -98,9 +98,10 @@ class DeepJob:
 
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
-                 context=8, multiple=4, scale=None, ensemble=1, overlap=0, log: Optional[Callable] = None):
+                 context=8, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
+                 log: Optional[Callable] = None):
         torch = import_torch()
-        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         self.log = log or (lambda msg: None)
         for note in self.info.notes:
             self.log(note)

@@ -803,3 +803,26 @@ class RunningIndices:
             q_count += norms.size
         out["q2n"] = float(q_sum / q_count)
         return out
+
+
+def _gauss_valid(a: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of (..., H, W) by ``taps`` along both image axes (shifted sums)."""
+    n = len(taps)
+    h, w = a.shape[-2:]
+    rows = sum(t * a[..., i:h - n + 1 + i, :] for i, t in enumerate(taps))
+    return sum(t * rows[..., :, i:w - n + 1 + i] for i, t in enumerate(taps))
+
+
+def ssim(reference, fused, data_range: float, sigma: float = 1.5, size: int = 11) -> float:
+    """Mean SSIM (Wang et al. 2004: Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03) over the bands
+    of (C, H, W) images, computed in the valid part of the window (no padding)."""
+    x, y = _pair(reference, fused)
+    taps = np.exp(-0.5 * ((np.arange(size) - (size - 1) / 2) / sigma) ** 2)
+    taps /= taps.sum()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = _gauss_valid(x, taps), _gauss_valid(y, taps)
+    sxx = _gauss_valid(x * x, taps) - mx * mx
+    syy = _gauss_valid(y * y, taps) - my * my
+    sxy = _gauss_valid(x * y, taps) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return float(s.mean())

@@ -103,6 +103,7 @@ class PairInfo:
     warped: bool
     out_geotransform: tuple
     notes: List[str] = field(default_factory=list)
+    pan_bands: int = 1               # bands of the high-resolution image (> 1: an MSI guiding an HSI)
 
     @property
     def out_rows(self):
@@ -114,12 +115,16 @@ class PairInfo:
 
 
 @user_errors
-def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1) -> PairInfo:
-    """Check a PAN/MS pair and derive the processing grid. Raises PansharpenError naming the problem."""
+def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
+                 guide_bands: bool = False) -> PairInfo:
+    """Check a PAN/MS pair and derive the processing grid. Raises PansharpenError naming the problem.
+
+    ``guide_bands``: the high-resolution image may have several bands (hyperspectral-multispectral fusion:
+    the MSI plays the PAN's part, the HSI the MS's)."""
     gdal, osr = _gdal()
     pan = open_raster(pan_path, "PAN")
     ms = open_raster(ms_path, "MS")
-    if pan.RasterCount != 1:
+    if pan.RasterCount != 1 and not guide_bands:
         raise PansharpenError(f"The PAN raster must have one band; '{pan_path}' has {pan.RasterCount}. "
                               "Choose the panchromatic image (or extract its band first).")
     if ms_bands:
@@ -213,7 +218,7 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1)
         ms_dtype=ms.GetRasterBand(ms_bands[0]).DataType, pan_nodata=_nodata(pan, [1]),
         ms_nodata=_nodata(ms, ms_bands), crs_wkt=pan.GetProjection(), rows=rows, cols=cols,
         pan_row0=row0, pan_col0=col0, ms_row0=ms_row0, ms_col0=ms_col0, warped=warped,
-        out_geotransform=out_gt, notes=notes)
+        out_geotransform=out_gt, notes=notes, pan_bands=pan.RasterCount)
 
 
 class PairReader:
@@ -259,12 +264,16 @@ class PairReader:
         return arr
 
     def read_pan(self, r0, r1, c0, c1):
-        """PAN window in output-grid PAN pixels (may exceed the grid): (1, r1-r0, c1-c0) float32."""
+        """PAN window in output-grid PAN pixels (may exceed the grid): (bands, r1-r0, c1-c0) float32, one
+        band for a PAN."""
         info = self.info
         a, b, pt, pb = self._clip(r0, r1, info.out_rows)
         c, d, pl, pr = self._clip(c0, c1, info.out_cols)
-        arr = self.pan.GetRasterBand(1).ReadAsArray(info.pan_col0 + c, info.pan_row0 + a, d - c, b - a)
-        arr = np.asarray(arr, dtype=np.float32)[None]
+        if info.pan_bands == 1:
+            arr = self.pan.GetRasterBand(1).ReadAsArray(info.pan_col0 + c, info.pan_row0 + a, d - c, b - a)
+        else:
+            arr = self.pan.ReadAsArray(info.pan_col0 + c, info.pan_row0 + a, d - c, b - a)
+        arr = np.asarray(arr, dtype=np.float32).reshape(info.pan_bands, b - a, d - c)
         if pt or pb or pl or pr:
             arr = np.pad(arr, ((0, 0), (pt, pb), (pl, pr)), mode="edge")
         return arr

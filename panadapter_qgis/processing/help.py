@@ -107,6 +107,16 @@ PARAMETER_HELP = {
                         "quarter of it and are blended. The attention of the first level compares every pixel "
                         "of a tile with every other: work grows with the square of the tile area. The model was "
                         "trained on 64-pixel tiles.",
+    "HSI": "The hyperspectral image at low resolution: every band is sharpened.",
+    "MSI": "The multispectral image at high resolution (an integer multiple of the HSI's resolution), covering "
+           "the same place. Its bands guide the detail.",
+    "METHOD": "INF (scene-adapted deep model; best where the pair has enough pixels to learn from), detail "
+              "injection (each HSI band takes the high frequencies of the MSI band it correlates with best, "
+              "with a regression gain, as MTF-GLP does for pansharpening) or plain upsampling of the HSI.",
+    "ADAPT_ITERATIONS": "Training steps of INF on the degraded pair before fusing (0: none; the result is then "
+                        "the detail-injection starting point). A few minutes on a CPU for a few hundred.",
+    "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
+                 "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side "
                  "(rounded to a multiple of the resolution ratio). Smaller tiles need less memory; the "
                  "result does not depend on the tile size.",
@@ -248,6 +258,16 @@ DEEP_ALGORITHMS = {
         "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
         "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
         "Takes minutes on a CPU and seconds on a GPU; cancel at any time (no file is written)."),
+    "inf_fusion": MethodHelp(
+        "Hyperspectral-multispectral fusion (INF)",
+        "Sharpens a low-resolution hyperspectral image (HSI: EnMAP, PRISMA, Hyperion, AVIRIS...) with a "
+        "high-resolution multispectral image (MSI) of the same place, into a hyperspectral image on the MSI "
+        "grid. INF (Wu et al., IEEE TCI 2024) encodes both images, fuses their high frequencies with the "
+        "relative coordinates and decodes with an implicit neural representation weighted by cosine "
+        "similarity; it adapts to the pair itself (both images degraded by the resolution ratio), starting "
+        "from the classical detail-injection solution. The classical methods are there for comparison. The "
+        "output keeps the HSI's band descriptions and wavelengths. Both images may have any band count, "
+        "grid and CRS (the HSI is warped onto the grid implied by the MSI when needed)."),
     "train": MethodHelp(
         "Train PanAdapter on a dataset",
         "Trains PanAdapter's two stages on a PanCollection-style HDF5 dataset (datasets gt, ms, lms, pan of "
@@ -289,6 +309,16 @@ DEEP_PARAMETER_HELP = {
                         "quarter of it and are blended. The attention of the first level compares every pixel "
                         "of a tile with every other: work grows with the square of the tile area. The model was "
                         "trained on 64-pixel tiles.",
+    "HSI": "The hyperspectral image at low resolution: every band is sharpened.",
+    "MSI": "The multispectral image at high resolution (an integer multiple of the HSI's resolution), covering "
+           "the same place. Its bands guide the detail.",
+    "METHOD": "INF (scene-adapted deep model; best where the pair has enough pixels to learn from), detail "
+              "injection (each HSI band takes the high frequencies of the MSI band it correlates with best, "
+              "with a regression gain, as MTF-GLP does for pansharpening) or plain upsampling of the HSI.",
+    "ADAPT_ITERATIONS": "Training steps of INF on the degraded pair before fusing (0: none; the result is then "
+                        "the detail-injection starting point). A few minutes on a CPU for a few hundred.",
+    "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
+                 "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "
                  "a margin of context so that there are no seams. The transformer's work grows with the square "
                  "of the tile area: 128 is about twice as fast as 256 on a CPU, with the same result.",

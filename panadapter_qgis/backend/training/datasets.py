@@ -75,8 +75,8 @@ class SceneCrops:
     HALO = 48  # MS pixels; divided by the ratio it still covers the interpolator's reach (<= 12 MS pixels)
 
     def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
-                 scale=None, pan_mode="mtf", multiple=4, min_patch=16):
-        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+                 scale=None, pan_mode="mtf", multiple=4, min_patch=16, guide_bands=False):
+        self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         r = self.ratio = self.info.ratio
         step = r * multiple // math.gcd(r, multiple)
         if patch % step:

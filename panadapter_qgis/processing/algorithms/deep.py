@@ -251,5 +251,53 @@ class TrainAlgorithm(DeepAlgorithm):
         return {"OUTPUT": output, "FINAL_LOSS": card["last_loss"]}
 
 
+HS_METHODS = ("inf", "glp", "upsample")   # enum order of METHOD in inf_fusion
+HS_METHOD_LABELS = ("INF (scene-adapted)", "Detail injection (MTF-GLP hypersharpening)", "Upsampling (23-tap)")
+
+
+class InfFusionAlgorithm(DeepAlgorithm):
+    ALGORITHM_ID = "inf_fusion"
+    ADVANCED = ("DEVICE", "OUTPUT_FLOAT32")
+
+    def tags(self):
+        return ["hyperspectral", "multispectral", "fusion", "HSI", "MSI", "INF", "implicit neural representation",
+                "hypersharpening", "PyTorch"]
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterRasterLayer("HSI", tr("Low-resolution hyperspectral image (HSI)")))
+        self.add(QgsProcessingParameterRasterLayer("MSI", tr("High-resolution multispectral image (MSI)")))
+        self.add(QgsProcessingParameterEnum("METHOD", tr("Method"), options=[tr(m) for m in HS_METHOD_LABELS],
+                                            defaultValue=0))
+        self.add(QgsProcessingParameterNumber("ADAPT_ITERATIONS", tr("Scene adaptation iterations (INF)"),
+                                              QgsProcessingParameterNumber.Integer, defaultValue=300,
+                                              minValue=0))
+        self.add_device()
+        self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
+                                               defaultValue=False))
+        self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Fused hyperspectral image")), "HS_OUTPUT")
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        hsi = layer_file(self.parameterAsRasterLayer(parameters, "HSI", context), "HSI")
+        msi = layer_file(self.parameterAsRasterLayer(parameters, "MSI", context), "MSI")
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if not output.lower().endswith(GDAL_SUFFIXES):
+            raise QgsProcessingException(
+                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        method = HS_METHODS[self.parameterAsEnum(parameters, "METHOD", context)]
+        require_backend()
+        from ...backend import hyperspectral
+
+        common = dict(device=self.device(parameters, context),
+                      float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
+        if method == "inf":
+            result = self.call(hyperspectral.inf_fusion, hsi, msi, output, feedback=feedback,
+                               adapt_iterations=self.parameterAsInt(parameters, "ADAPT_ITERATIONS", context),
+                               **common)
+        else:
+            result = self.call(hyperspectral.fuse_baseline, hsi, msi, output, method, feedback=feedback, **common)
+        feedback.pushInfo(run_summary(result))
+        return {"OUTPUT": output}
+
+
 def deep_algorithms():
-    return [PanAdapterAlgorithm(), SSDiffAlgorithm(), FinetuneAlgorithm(), TrainAlgorithm()]
+    return [PanAdapterAlgorithm(), SSDiffAlgorithm(), FinetuneAlgorithm(), TrainAlgorithm(), InfFusionAlgorithm()]

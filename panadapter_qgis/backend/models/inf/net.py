@@ -1,0 +1,143 @@
+"""INFN: implicit neural feature fusion of a low-resolution HSI and a high-resolution MSI (METHODS.md §1c).
+
+The paper (Wu et al., IEEE TCI 2024) gives the design but not its equations, sizes or code; what follows is
+this project's reading of it, each inferred part marked [INFERRED]:
+
+* two encoders (EDSR-style ResBlocks): a spatial one on the MSI concatenated with the upsampled HSI (the
+  HR guide features ``g``, on the MSI grid) and a spectral one on the LR-HSI (latents ``z``, on its grid);
+* **DHFF** (Dual High-Frequency Fusion) [INFERRED]: high frequencies taken twice, from the guide features
+  (``g`` minus its block average over the ratio, re-expanded) and from the HSI latents (``z`` minus its 3 x 3
+  mean), both concatenated with the relative coordinate of the query to each neighbour before the MLP;
+* **INR-CS** [INFERRED]: a LIIF-style local ensemble over the 4 LR neighbours of each HR query; the MLP
+  predicts one HSI residual per neighbour, and the neighbours are weighted by a softmax of the cosine
+  similarity between the query's guide feature and the neighbour's latent, which has no parameters (both
+  are ``feats`` wide);
+* the MSI's own high frequencies (the MSI minus its MTF-Gaussian low-pass) also enter the residual through
+  a 1 x 1 convolution, ``inject`` [this project's addition: a learnable detail injection, the linear path an
+  MLP behind ReLUs learns slowly from the few pixels a zero-shot adaptation has]; ``set_injection`` starts
+  it at the classical MTF-GLP hypersharpening solution (each HSI band from its best-correlated MSI band,
+  regression gain), which the adaptation then corrects;
+* output = upsampled HSI + the weighted residual; the last layers start at zero, so an untrained network
+  returns the upsampled HSI.
+
+Interface of the project's deep models: ``forward(ms, lms, pan, ratio)`` with ``ms`` = LR-HSI (B, L, h, w),
+``lms`` = its upsampling (B, L, r h, r w) and ``pan`` = the MSI (B, M, r h, r w).
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class INFConfig:
+    feats: int = 32
+    blocks: int = 3
+    hidden: int = 64
+
+    def to_dict(self):
+        return asdict(self)
+
+
+PRESETS = {
+    "small": INFConfig(),
+    # OTIAS-sized encoders (4 ResBlocks of 128 channels, METHODS.md §1c), the closest published template
+    "paper": INFConfig(feats=128, blocks=4, hidden=256),
+}
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(True), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def encoder(cin, feats, blocks):
+    return nn.Sequential(nn.Conv2d(cin, feats, 3, padding=1), *[ResBlock(feats) for _ in range(blocks)])
+
+
+def neighbours(size, ratio, device):
+    """For each HR row (or column) index: the two LR neighbour indices (clamped) and the signed distances
+    (in LR pixels) from the query to them; LR pixel centres sit at (i + 0.5) r - 0.5 on the HR grid."""
+    u = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / ratio - 0.5
+    i0 = torch.floor(u)
+    lr = size // ratio
+    idx = [i0.clamp(0, lr - 1).long(), (i0 + 1).clamp(0, lr - 1).long()]
+    rel = [u - i0, u - i0 - 1]
+    return idx, rel
+
+
+class INFN(nn.Module):
+    MULTIPLE = 1
+
+    def __init__(self, bands: int, guide_bands: int, config: INFConfig = PRESETS["small"]):
+        super().__init__()
+        c = self.config = config
+        self.bands, self.guide_bands = bands, guide_bands
+        self.spatial = encoder(guide_bands + bands, c.feats, c.blocks)
+        self.spectral = encoder(bands, c.feats, c.blocks)
+        self.mlp = nn.Sequential(nn.Linear(4 * c.feats + 2, c.hidden), nn.ReLU(True),
+                                 nn.Linear(c.hidden, c.hidden), nn.ReLU(True), nn.Linear(c.hidden, bands))
+        self.inject = nn.Conv2d(guide_bands, bands, 1)
+        for layer in (self.mlp[-1], self.inject):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, ms, lms, pan, ratio: int):
+        b, _, hh, ww = lms.shape
+        r = int(ratio)
+        g = self.spatial(torch.cat([pan, lms], 1))                      # (B, F, H, W)
+        z = self.spectral(ms)                                            # (B, F, h, w)
+        # DHFF: high frequencies of the guide (HR) and of the HSI latents (LR)
+        g_hf = g - F.interpolate(F.avg_pool2d(g, r, ceil_mode=True), scale_factor=r, mode="nearest")[..., :hh, :ww]
+        z_hf = z - F.avg_pool2d(F.pad(z, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        lat = torch.cat([z, z_hf], 1)                                    # (B, 2F, h, w)
+        query = torch.cat([g, g_hf], 1).permute(0, 2, 3, 1)              # (B, H, W, 2F)
+        (ry, dy), (rx, dx) = neighbours(hh, r, lms.device), neighbours(ww, r, lms.device)
+        preds, sims = [], []
+        gq = F.normalize(g.permute(0, 2, 3, 1), dim=-1)
+        for iy, ddy in zip(ry, dy):
+            for ix, ddx in zip(rx, dx):
+                nb = lat[:, :, iy][:, :, :, ix].permute(0, 2, 3, 1)      # (B, H, W, 2F) latents of the neighbour
+                coord = torch.stack([ddy[:, None].expand(hh, ww), ddx[None, :].expand(hh, ww)], -1)
+                inp = torch.cat([nb, query, coord.expand(b, hh, ww, 2)], -1)
+                preds.append(self.mlp(inp))
+                zq = F.normalize(nb[..., :self.config.feats], dim=-1)
+                sims.append((gq * zq).sum(-1))                            # cosine similarity, parameter-free
+        w = torch.softmax(torch.stack(sims, -1), -1)                    # (B, H, W, 4)
+        residual = (torch.stack(preds, -1) * w[..., None, :]).sum(-1)    # (B, H, W, L)
+        return lms + residual.permute(0, 3, 1, 2) + self.inject(pan - lowpass(pan, r))
+
+    @torch.no_grad()
+    def set_injection(self, match, gains):
+        """``inject`` = HSI band l takes gains[l] times the high frequencies of MSI band match[l]."""
+        self.inject.weight.zero_()
+        self.inject.bias.zero_()
+        for band, (k, g) in enumerate(zip(match, gains)):
+            self.inject.weight[band, int(k), 0, 0] = float(g)
+
+
+GUIDE_GAIN = 0.15   # MTF Nyquist gain of the MSI's low-pass (the toolbox's PAN default)
+
+
+def lowpass(x, ratio, gain=GUIDE_GAIN):
+    """Same-size separable MTF-Gaussian low-pass of (B, C, H, W), replicate borders."""
+    from ... import mtf
+
+    k = torch.as_tensor(np.asarray(mtf.mtf_kernel_1d(gain, int(ratio)), dtype=np.float32), device=x.device,
+                        dtype=x.dtype)
+    n, c = k.numel(), x.shape[1]
+    x = F.pad(x, (n // 2, n // 2, n // 2, n // 2), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, n, 1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, 1, n).repeat(c, 1, 1, 1), groups=c)
+
+
+def create_model(bands: int, guide_bands: int, preset: str = "small") -> INFN:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown INF preset {preset!r}; choose from {sorted(PRESETS)}")
+    return INFN(bands, guide_bands, PRESETS[preset])
