@@ -44,6 +44,38 @@ def fusebox_crop(data_dir, folder, scene="scene_09", pan_size=256, bands=(1, 2, 
     return pan, ms
 
 
+def ergas_sam(reference, path, ratio):
+    """(ERGAS, SAM) of a fused GeoTIFF against the reference (21-pixel border cut)."""
+    import numpy as np
+    from osgeo import gdal
+
+    from panadapter_qgis.backend import metrics
+
+    fused = gdal.Open(str(path)).ReadAsArray().astype(np.float64)
+    ref, fus = metrics.cut_border(reference), metrics.cut_border(np.nan_to_num(fused))
+    return metrics.ergas(ref, fus, ratio), metrics.sam(ref, fus)
+
+
+def reduced_pair(data_dir, folder, name, sensor, methods):
+    """Wald's reduced pair of a real scene and the (ERGAS, SAM) of the given classical methods on it:
+    (pan, ms, reference, ratio, {method: (ERGAS, SAM)})."""
+    import numpy as np
+
+    from panadapter_qgis.backend.pipeline import pansharpen
+    from panadapter_qgis.backend.wald import degrade_pair
+
+    scene = data_dir / "pansharpening" / name
+    pan, ms = str(folder / "pan_lr.tif"), str(folder / "ms_lr.tif")
+    info, reference = degrade_pair(str(scene / "pan.tif"), str(scene / "ms.tif"), pan, ms, sensor)
+    reference = reference.astype(np.float64)
+    classical = {}
+    for method in methods:
+        out = folder / f"{method}.tif"
+        pansharpen(pan, ms, str(out), method, sensor=sensor, float32=True)
+        classical[method] = ergas_sam(reference, out, info.ratio)
+    return pan, ms, reference, info.ratio, classical
+
+
 _REGISTERED = {}  # the Python provider object must stay referenced, or sip drops its Python overrides
 
 

@@ -4,47 +4,25 @@ The bundled weights (``make weights``) were trained on the FuseBox scenes whose 
 5; these tests use scenes 10, 15, 25 and 30, WorldView-3 and Landsat-8 Istanbul. Scene adaptation sees only
 the reduced pair (it degrades it once more to learn); the original MS is the reference it never sees.
 """
-import numpy as np
 import pytest
-from osgeo import gdal
 
-from panadapter_qgis.backend import metrics, weights
+from conftest import ergas_sam, reduced_pair
+from panadapter_qgis.backend import weights
 from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene
 from panadapter_qgis.backend.classical import METHODS
-from panadapter_qgis.backend.pipeline import pansharpen
-from panadapter_qgis.backend.wald import degrade_pair
 
 pytestmark = pytest.mark.skipif(weights.bundled() is None, reason="no bundled weights (make weights)")
-
-
-def _scores(reference, path, ratio):
-    fused = gdal.Open(str(path)).ReadAsArray().astype(np.float64)
-    ref, fus = metrics.cut_border(reference), metrics.cut_border(np.nan_to_num(fused))
-    return metrics.ergas(ref, fus, ratio), metrics.sam(ref, fus)
-
-
-def _reduced(data_dir, tmp_path, name, sensor, methods):
-    scene = data_dir / "pansharpening" / name
-    pan, ms = str(tmp_path / "pan_lr.tif"), str(tmp_path / "ms_lr.tif")
-    info, reference = degrade_pair(str(scene / "pan.tif"), str(scene / "ms.tif"), pan, ms, sensor)
-    reference = reference.astype(np.float64)
-    classical = {}
-    for method in methods:
-        out = tmp_path / f"{method}.tif"
-        pansharpen(pan, ms, str(out), method, sensor=sensor, float32=True)
-        classical[method] = _scores(reference, out, info.ratio)
-    return pan, ms, reference, info.ratio, classical
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scene", ["scene_15", "scene_25"])
 def test_bundled_weights_beat_mtf_glp_fs_on_unseen_landsat7_scenes(data_dir, tmp_path, scene):
     """No adaptation at all: the bundled weights on a held-out scene of their sensor."""
-    pan, ms, reference, ratio, classical = _reduced(data_dir, tmp_path, f"landsat7_fusebox/{scene}", 8,
-                                                    ["upsample", "mtf_glp_fs"])
+    pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, f"landsat7_fusebox/{scene}", 8,
+                                                        ["upsample", "mtf_glp_fs"])
     out = tmp_path / "panadapter.tif"
     sharpen_scene(pan, ms, str(out), sensor=8, float32=True, device="cpu")
-    ergas, sam = _scores(reference, out, ratio)
+    ergas, sam = ergas_sam(reference, out, ratio)
     assert ergas < 0.9 * classical["mtf_glp_fs"][0], (ergas, classical)
     assert sam < classical["mtf_glp_fs"][1], (sam, classical)
 
@@ -53,12 +31,12 @@ def test_bundled_weights_beat_mtf_glp_fs_on_unseen_landsat7_scenes(data_dir, tmp
 def test_scene_adapted_panadapter_beats_every_classical_method_on_an_unseen_scene(data_dir, tmp_path):
     """FuseBox scene 10: adapted on its own reduced pair, PanAdapter beats the best of the provider's twelve
     classical methods on ERGAS by more than 10 % and on SAM."""
-    pan, ms, reference, ratio, classical = _reduced(data_dir, tmp_path, "landsat7_fusebox/scene_10", 8, METHODS)
+    pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, "landsat7_fusebox/scene_10", 8, METHODS)
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"
     card = finetune_scene(pan, ms, adapter, sensor=8, iterations=600, device="cpu")
     assert card["last_loss"] < card["first_loss"]
     sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=8, float32=True, device="cpu")
-    ergas, sam = _scores(reference, out, ratio)
+    ergas, sam = ergas_sam(reference, out, ratio)
     best_ergas = min(v[0] for v in classical.values())
     best_sam = min(v[1] for v in classical.values())
     assert ergas < 0.9 * best_ergas, (ergas, classical)
@@ -70,10 +48,10 @@ def test_adaptation_to_another_sensor_sharpens_worldview3(data_dir, tmp_path):
     """8 bands at ratio 4 from 6-band ratio-2 weights: new band heads learn on a 35 x 36 reduced MS. The
     adapted model must at least match the classical toolbox: more than halve upsampling's ERGAS and come
     within 5 % of the best classical ERGAS (measured: 2.51 against MTF-GLP-HPM's 2.54)."""
-    pan, ms, reference, ratio, classical = _reduced(data_dir, tmp_path, "wv3_cristianics", 2, METHODS)
+    pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, "wv3_cristianics", 2, METHODS)
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"
     finetune_scene(pan, ms, adapter, sensor=2, iterations=600, device="cpu")
     sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=2, float32=True, device="cpu")
-    ergas, _ = _scores(reference, out, ratio)
+    ergas, _ = ergas_sam(reference, out, ratio)
     assert ergas < 0.5 * classical["upsample"][0], (ergas, classical["upsample"])
     assert ergas < 1.05 * min(v[0] for v in classical.values()), (ergas, classical)

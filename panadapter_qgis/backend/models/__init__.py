@@ -1,0 +1,11 @@
+"""The deep models (``nn.Module``s only): ``panadapter``, ``ssdiff``, ``inf``."""
+
+
+def set_trainable(module, prefixes):
+    """``requires_grad`` only for the parameters whose name starts with one of ``prefixes``; returns them."""
+    params = []
+    for name, p in module.named_parameters():
+        p.requires_grad_(name.startswith(tuple(prefixes)))
+        if p.requires_grad:
+            params.append(p)
+    return params

@@ -80,6 +80,24 @@ class DeepAlgorithm(TableAlgorithm):
             raise QgsProcessingException(f"{name}: the file '{value}' does not exist.")
         return value or None
 
+    def sharpen(self, function, parameters, context, feedback, **extra):
+        """The inference algorithms: the pair, the adapter or weights, device and tiles into ``function``
+        (a backend ``*_scene``), then the run summary and the styling of the loaded output."""
+        pan, ms, sensor = self.read_pair(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if not output.lower().endswith(GDAL_SUFFIXES):
+            raise QgsProcessingException(
+                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        result = self.call(function, pan, ms, output, feedback=feedback,
+                           adapter=self.optional_file(parameters, "ADAPTER", context),
+                           weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
+                           sensor=sensor, device=self.device(parameters, context),
+                           tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
+                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context), **extra)
+        feedback.pushInfo(run_summary(result))
+        style_output(self, parameters, context, output, sensor)
+        return {"OUTPUT": output}
+
     def call(self, function, *args, feedback, **kwargs):
         """Run a backend function with the feedback's progress, log and cancel; user errors become
         QgsProcessingExceptions."""
@@ -112,23 +130,10 @@ class PanAdapterAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        pan, ms, sensor = self.read_pair(parameters, context)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if not output.lower().endswith(GDAL_SUFFIXES):
-            raise QgsProcessingException(
-                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
         require_backend()
         from ...backend.adapt import sharpen_scene
 
-        result = self.call(sharpen_scene, pan, ms, output, feedback=feedback,
-                           adapter=self.optional_file(parameters, "ADAPTER", context),
-                           weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
-                           sensor=sensor, device=self.device(parameters, context),
-                           tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
-        feedback.pushInfo(run_summary(result))
-        style_output(self, parameters, context, output, sensor)
-        return {"OUTPUT": output}
+        return self.sharpen(sharpen_scene, parameters, context, feedback)
 
 
 class SSDiffAlgorithm(DeepAlgorithm):
@@ -158,25 +163,12 @@ class SSDiffAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        pan, ms, sensor = self.read_pair(parameters, context)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if not output.lower().endswith(GDAL_SUFFIXES):
-            raise QgsProcessingException(
-                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
         require_backend()
         from ...backend.adapt import ssdiff_scene
 
-        result = self.call(ssdiff_scene, pan, ms, output, feedback=feedback,
-                           adapter=self.optional_file(parameters, "ADAPTER", context),
-                           weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
-                           sensor=sensor, device=self.device(parameters, context),
-                           steps=self.parameterAsInt(parameters, "STEPS", context),
-                           seed=self.parameterAsInt(parameters, "SEED", context),
-                           tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
-        feedback.pushInfo(run_summary(result))
-        style_output(self, parameters, context, output, sensor)
-        return {"OUTPUT": output}
+        return self.sharpen(ssdiff_scene, parameters, context, feedback,
+                            steps=self.parameterAsInt(parameters, "STEPS", context),
+                            seed=self.parameterAsInt(parameters, "SEED", context))
 
 
 class FinetuneAlgorithm(DeepAlgorithm):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import set_trainable as _set_trainable
+
 from .adapter import PanAdapterLayer
 from .cnn import SSPEN, ResBlock, conv
 from .inr import SirenTail, relative_coords, to_grid
@@ -99,12 +101,7 @@ class PanAdapter(nn.Module):
 
     def set_trainable(self, prefixes):
         """requires_grad only for parameters whose name starts with one of ``prefixes``; returns them."""
-        params = []
-        for name, p in self.named_parameters():
-            p.requires_grad_(name.startswith(tuple(prefixes)))
-            if p.requires_grad:
-                params.append(p)
-        return params
+        return _set_trainable(self, prefixes)
 
     def forward(self, ms, lms, pan, ratio: int, stage: int = None):
         stage = self.stage if stage is None else stage

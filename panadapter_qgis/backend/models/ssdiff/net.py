@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import set_trainable as _set_trainable
+
 
 @dataclass(frozen=True)
 class SSDiffConfig:
@@ -229,12 +231,8 @@ class SSNet(nn.Module):
             block.lbaf = mode
 
     def set_trainable(self, prefixes):
-        params = []
-        for name, p in self.named_parameters():
-            p.requires_grad_(name.startswith(tuple(prefixes)))
-            if p.requires_grad:
-                params.append(p)
-        return params
+        """requires_grad only for parameters whose name starts with one of ``prefixes``; returns them."""
+        return _set_trainable(self, prefixes)
 
     def _fuse(self, i, spa, spe, emb):
         """Level i: the spatial ResBlock, FMIM, then the APFM; returns (spatial, spectral) features."""
