@@ -115,3 +115,21 @@ def test_swapped_inputs_are_named(paris, tmp_path, panadapter_provider):
         processing.run("panadapter:inf_fusion", {"HSI": msi_path, "MSI": hsi_path, "METHOD": 1,
                                                  "OUTPUT": str(tmp_path / "x.tif")})
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_assess_gives_the_fusion_indices(paris, tmp_path, panadapter_provider):
+    """panadapter:assess on a fused HSI: PSNR, SSIM, SAM and ERGAS (with the ratio) as the metrics give them."""
+    hsi, hsi_path, msi_path, wl = paris
+    fused_path, reference = str(tmp_path / "glp.tif"), str(tmp_path / "reference.tif")
+    processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "METHOD": 1, "OUTPUT_FLOAT32": True,
+                                             "OUTPUT": fused_path})
+    write(reference, hsi, 30.0, wl)
+    result = processing.run("panadapter:assess", {"FUSED": [fused_path], "REFERENCE": reference, "RATIO": 4,
+                                                  "DIM_CUT": 0})
+    fused = gdal.Open(fused_path).ReadAsArray().astype(np.float64)
+    ref = hsi.astype(np.float64)
+    peak = float(ref.max())
+    assert result["SSIM"] == pytest.approx(metrics.ssim(ref, fused, peak), rel=1e-9)
+    assert result["PSNR"] == pytest.approx(metrics.psnr(ref, fused, peak), rel=1e-9)
+    assert result["ERGAS"] == pytest.approx(metrics.ergas(ref, fused, 4), rel=1e-6)
+    assert result["SAM"] == pytest.approx(metrics.sam(ref, fused), rel=1e-6)

@@ -455,3 +455,18 @@ def test_noise_degrades_every_index_on_a_worldview3_scene():
         values = np.array([r[key] for r in results])
         assert np.all(direction * np.diff(values) > 0), (key, values)
     assert results[0]["q2n"] < 1.0 and results[-1]["q2n"] > 0.0
+
+
+def test_ssim_in_strips_equals_the_whole_image():
+    """The running SSIM of the assessment (strips of rows) is the whole-image SSIM, whatever the strips."""
+    rng = np.random.default_rng(3)
+    ref = rng.random((3, 70, 40)) * 1000
+    fus = ref + rng.normal(0, 50, ref.shape)
+    whole = M.ssim(ref, fus, 1000.0)
+    for strips in ((70,), (32, 38), (5, 5, 20, 40)):
+        running, top = M.RunningSSIM(1000.0), 0
+        for n in strips:
+            running.update(ref[:, top:top + n], fus[:, top:top + n])
+            top += n
+        assert running.result() == pytest.approx(whole, rel=1e-12)
+    assert 0 < whole < 1 and M.ssim(ref, ref, 1000.0) == pytest.approx(1.0)

@@ -59,13 +59,14 @@ INDICES = {
     "ergas": ("ERGAS", False, "ERGAS"),
     "scc": ("SCC", True, "SCC"),
     "psnr": ("PSNR (dB)", True, "PSNR"),
+    "ssim": ("SSIM", True, "SSIM"),
     "d_lambda": ("D_lambda (Khan)", False, "D_LAMBDA"),
     "d_s": ("D_s", False, "D_S"),
     "hqnr": ("HQNR", True, "HQNR"),
     "d_lambda_qnr": ("D_lambda (QNR)", False, None),
     "qnr": ("QNR", True, "QNR"),
 }
-REDUCED_KEYS = ("q2n", "q_avg", "sam", "ergas", "scc", "psnr")
+REDUCED_KEYS = ("q2n", "q_avg", "sam", "ergas", "scc", "psnr", "ssim")
 FULL_KEYS = ("d_lambda", "d_s", "hqnr", "d_lambda_qnr", "qnr")
 
 
@@ -398,7 +399,7 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
 
     Returns ``dict(mode='reduced', reference, ratio, ratio_source, dim_cut, data_range, data_range_source,
     q2n_uint16_cast, sensor, notes, groups, rows=[{name, path, bands, reference_bands, window,
-    nodata_fraction, seconds, q2n, q_avg, sam, ergas, scc, psnr}], error_maps=[{group label: (h, w) array}],
+    nodata_fraction, seconds, q2n, q_avg, sam, ergas, scc, psnr, ssim}], error_maps=[{group label: (h, w) array}],
     error_map_label)``; ``window`` is (col, row, cols, rows) in the fused raster's pixels.
     """
     log = log or (lambda message: None)
@@ -432,6 +433,7 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
         h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
         groups = band_groups([g.descriptions[b - 1] for b in f_bands])
         running = metrics.RunningIndices(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16)
+        structure = metrics.RunningSSIM(peak)
         errors = _ErrorMap(h, w, groups)
         strip = strip_rows or max(BLOCK, min(2048, STRIP_VALUES // max(1, w * len(f_bands)) // BLOCK * BLOCK))
         bad_pixels = 0
@@ -444,6 +446,7 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
             bad_pixels += int((_invalid(fr, g.nodata) | _invalid(rr, ref.nodata)).sum())
             fr, rr = _finite(fr), _finite(rr)
             running.update(rr, fr)
+            structure.update(rr, fr)
             errors.add(fr - rr, top, 0)
             done += n
             if progress is not None:
@@ -452,6 +455,7 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
                    window=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start, w, h),
                    nodata_fraction=bad_pixels / float(h * w), seconds=0.0)
         row.update(running.result())
+        row["ssim"] = structure.result()
         row["seconds"] = time.perf_counter() - t0
         log(f"{name}: " + ", ".join(f"{INDICES[k][0]} {row[k]:.4f}" for k in REDUCED_KEYS))
         rows_out.append(row)

@@ -813,10 +813,13 @@ def _gauss_valid(a: np.ndarray, taps: np.ndarray) -> np.ndarray:
     return sum(t * rows[..., :, i:w - n + 1 + i] for i, t in enumerate(taps))
 
 
-def ssim(reference, fused, data_range: float, sigma: float = 1.5, size: int = 11) -> float:
-    """Mean SSIM (Wang et al. 2004: Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03) over the bands
-    of (C, H, W) images, computed in the valid part of the window (no padding)."""
-    x, y = _pair(reference, fused)
+SSIM_WINDOW = 11
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float, sigma: float = 1.5,
+             size: int = SSIM_WINDOW) -> np.ndarray:
+    """SSIM map (Wang et al. 2004: Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03) of two
+    (C, H, W) float64 arrays, valid windows only: (C, H - 10, W - 10)."""
     taps = np.exp(-0.5 * ((np.arange(size) - (size - 1) / 2) / sigma) ** 2)
     taps /= taps.sum()
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -824,5 +827,34 @@ def ssim(reference, fused, data_range: float, sigma: float = 1.5, size: int = 11
     sxx = _gauss_valid(x * x, taps) - mx * mx
     syy = _gauss_valid(y * y, taps) - my * my
     sxy = _gauss_valid(x * y, taps) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s.mean())
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def ssim(reference, fused, data_range: float, sigma: float = 1.5, size: int = SSIM_WINDOW) -> float:
+    """Mean SSIM over the bands of (C, H, W) images, in the valid part of the window (no padding)."""
+    x, y = _pair(reference, fused)
+    return float(ssim_map(x, y, data_range, sigma, size).mean())
+
+
+class RunningSSIM:
+    """Mean SSIM of an image given in consecutive strips of rows, equal to :func:`ssim` on the whole image:
+    the last ``window - 1`` rows of each strip are kept and prepended to the next one."""
+
+    def __init__(self, data_range: float, size: int = SSIM_WINDOW):
+        self.data_range, self.size = float(data_range), size
+        self.tail = None
+        self.total, self.count = 0.0, 0
+
+    def update(self, reference: np.ndarray, fused: np.ndarray):
+        x, y = np.asarray(reference, np.float64), np.asarray(fused, np.float64)
+        if self.tail is not None:
+            x, y = np.concatenate([self.tail[0], x], 1), np.concatenate([self.tail[1], y], 1)
+        keep = self.size - 1
+        if x.shape[1] >= self.size and x.shape[2] >= self.size:
+            m = ssim_map(x, y, self.data_range, size=self.size)
+            self.total += float(m.sum())
+            self.count += m.size
+        self.tail = (x[:, -keep:], y[:, -keep:])
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else float("nan")

@@ -119,7 +119,8 @@ QUALITY_ALGORITHMS = {
         "Assess pansharpening quality",
         "Computes the standard pansharpening quality indices of one or more pansharpened rasters and writes "
         "an HTML report (table and error maps) and optionally a CSV file. With a reference image "
-        "(reduced-resolution mode, Wald's protocol) it computes SAM, ERGAS, Q2n, Q-avg, SCC and PSNR; with the "
+        "(reduced-resolution mode, Wald's protocol) it computes SAM, ERGAS, Q2n, Q-avg, SCC, PSNR and SSIM (also the indices of "
+        "hyperspectral-multispectral fusion); with the "
         "panchromatic and multispectral images the rasters were made from (full-resolution mode, no "
         "reference) it computes D_lambda (Khan), D_s, HQNR and QNR. Give several rasters to compare methods "
         "side by side. The indices follow the pansharpening toolbox of Vivone et al. (21-pixel border cut, "

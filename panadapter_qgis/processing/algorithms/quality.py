@@ -143,19 +143,20 @@ class AssessAlgorithm(QualityAlgorithm):
     ADVANCED = (DIM_CUT, RATIO)
     # Processing output name -> backend key, in report order
     NUMBERS = {"SAM": "sam", "ERGAS": "ergas", "Q2N": "q2n", "Q_AVG": "q_avg", "SCC": "scc", "PSNR": "psnr",
-               "D_LAMBDA": "d_lambda", "D_S": "d_s", "HQNR": "hqnr", "QNR": "qnr"}
+               "SSIM": "ssim", "D_LAMBDA": "d_lambda", "D_S": "d_s", "HQNR": "hqnr", "QNR": "qnr"}
     NUMBER_LABELS = {"SAM": "SAM, degrees", "ERGAS": "ERGAS", "Q2N": "Q2n", "Q_AVG": "Q (band average)",
-                     "SCC": "Spatial correlation coefficient", "PSNR": "PSNR, dB", "D_LAMBDA": "D_lambda (Khan)",
+                     "SCC": "Spatial correlation coefficient", "PSNR": "PSNR, dB", "SSIM": "SSIM (mean)",
+                     "D_LAMBDA": "D_lambda (Khan)",
                      "D_S": "D_s", "HQNR": "HQNR", "QNR": "QNR"}
 
     def tags(self):
-        return ["quality", "assessment", "metrics", "indices", "sam", "ergas", "q2n", "q4", "q8", "scc", "psnr",
+        return ["quality", "assessment", "metrics", "indices", "sam", "ergas", "q2n", "q4", "q8", "scc", "psnr", "ssim",
                 "qnr", "hqnr", "wald", "pansharpening"]
 
     def notes(self):
         return ["Choose exactly one mode: a reference (reduced resolution), or the panchromatic and "
                 "multispectral images (full resolution).",
-                "With one raster, every index is also an output number (SAM, ERGAS, Q2N, Q_AVG, SCC, PSNR, or "
+                "With one raster, every index is also an output number (SAM, ERGAS, Q2N, Q_AVG, SCC, PSNR, SSIM, or "
                 "D_LAMBDA, D_S, HQNR, QNR); RESULTS holds every row as JSON."] + super().notes()
 
     def initAlgorithm(self, config=None):  # noqa: N802
