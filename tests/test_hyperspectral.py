@@ -133,3 +133,25 @@ def test_assess_gives_the_fusion_indices(paris, tmp_path, panadapter_provider):
     assert result["PSNR"] == pytest.approx(metrics.psnr(ref, fused, peak), rel=1e-9)
     assert result["ERGAS"] == pytest.approx(metrics.ergas(ref, fused, 4), rel=1e-6)
     assert result["SAM"] == pytest.approx(metrics.sam(ref, fused), rel=1e-6)
+
+
+def test_finetune_model_2_writes_an_inf_adapter_that_inf_fusion_uses(paris, tmp_path, panadapter_provider):
+    hsi, hsi_path, msi_path, _ = paris
+    adapter = str(tmp_path / "inf.pt")
+    result = processing.run("panadapter:finetune", {"PAN": msi_path, "MS": hsi_path, "MODEL": 2, "ITERATIONS": 4,
+                                                    "DEVICE": 1, "OUTPUT": adapter})
+    assert result["ITERATIONS_DONE"] == 4
+    payload = torch.load(adapter, weights_only=True)
+    assert (payload["model"], payload["bands"], payload["guide_bands"], payload["ratio"]) == ("inf", 128, 6, 4)
+    out = str(tmp_path / "fused.tif")
+    processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "METHOD": 0, "ADAPTER": adapter,
+                                             "OUTPUT_FLOAT32": True, "OUTPUT": out})
+    fused = gdal.Open(out).ReadAsArray()
+    assert fused.shape == hsi.shape and np.isfinite(fused).all()
+    # an adapter of another model is refused, naming the problem
+    other = str(tmp_path / "pa.pt")
+    torch.save(dict(payload, model="ssdiff"), other)
+    with pytest.raises(QgsProcessingException, match="made for SSDiff, not INF"):
+        processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "ADAPTER": other,
+                                                 "OUTPUT": str(tmp_path / "x.tif")})
+    assert not (tmp_path / "x.tif").exists()

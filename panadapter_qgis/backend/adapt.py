@@ -24,7 +24,7 @@ from .training.datasets import SceneCrops
 from .training.trainer import l1_step, train
 
 FORMAT = "panadapter-adapter"
-MODELS = ("panadapter", "ssdiff")
+MODELS = ("panadapter", "ssdiff", "inf")
 LBAF_SWITCH = 50   # SSDiff scene adaptation: iterations per L-BAF phase
 LBAF_LR = 5e-4     # and its learning rate from pre-trained weights
 # training patch (target pixels) of each model: SSDiff's full attention makes 64 four times as costly as 32,
@@ -32,7 +32,10 @@ LBAF_LR = 5e-4     # and its learning rate from pre-trained weights
 PATCH = {"panadapter": 64, "ssdiff": 32}
 
 
-def _create(model, bands, preset):
+def _create(model, bands, preset, guide_bands=None):
+    if model == "inf":
+        from .models.inf import create_model as create_inf
+        return create_inf(bands, guide_bands, preset)
     if model == "panadapter":
         from .models.panadapter import create_model
     elif model == "ssdiff":
@@ -143,6 +146,10 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         raise PansharpenError("The stage-2 share of the iterations must be in [0, 1).")
     if model not in MODELS:
         _create(model, 1, preset)  # raises the error that names the available models
+    if model == "inf":
+        return _finetune_inf(pan_path, ms_path, output_path, iterations=int(iterations), preset=preset,
+                             device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor, progress=progress,
+                             is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
     patch = patch or PATCH[model]
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
@@ -188,6 +195,29 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     return dict(card, output=output_path)
 
 
+def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, preset, device, batch, lr, seed, sensor,
+                  progress, is_cancelled, log):
+    """INF's scene adaptation as an adapter file (``panadapter:finetune`` MODEL=2: the MSI is given as PAN,
+    the HSI as MS)."""
+    from . import raster
+    from .hyperspectral import adapt_inf
+
+    info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
+    net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, device=device, preset=preset,
+                                         batch=batch, lr=lr, seed=seed, progress=progress,
+                                         is_cancelled=is_cancelled, log=log)
+    card = dict(iterations=res.iterations, stage_iterations=[res.iterations], first_loss=res.first_loss,
+                last_loss=res.last_loss, seconds=seconds, batch=batch, lr=lr, device=str(select_device(device)),
+                trained_parameters=int(sum(p.numel() for p in net.parameters())))
+    payload = dict(format=FORMAT, version=2, model="inf", preset=preset, bands=net.bands,
+                   guide_bands=net.guide_bands, ratio=info.ratio, sensor=int(sensor), scale=float(scale),
+                   stage=None, base=None, base_sha256=None,
+                   state={k: v.detach().cpu() for k, v in net.state_dict().items()}, card=card)
+    _save(payload, output_path)
+    log(f"Adapter written: {output_path} ({card['iterations']} iterations).")
+    return dict(card, output=output_path)
+
+
 def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weight, device, seed, progress, is_cancelled,
                   log):
     """SSDiff scene adaptation: L-BAF from pre-trained weights; from random initialisation, the first half
@@ -215,7 +245,7 @@ def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weig
 
 
 @user_errors
-def load_adapted(adapter_path, bands=None, base_weights=None):
+def load_adapted(adapter_path, bands=None, base_weights=None, model=None):
     """The model of an adapter file, ready for inference; returns (model, payload).
 
     An adapter made from pre-trained weights holds only what it changed: its base is the bundled
@@ -230,9 +260,13 @@ def load_adapted(adapter_path, bands=None, base_weights=None):
         raise PansharpenError(f"The adapter file '{adapter_path}' cannot be read: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PansharpenError(f"'{adapter_path}' is not an adapter file written by panadapter:finetune.")
+    if model is not None and payload.get("model") != model:
+        made = LABELS.get(payload.get("model"), payload.get("model"))
+        raise PansharpenError(f"The adapter file was made for {made}, not {LABELS.get(model, model)}: run "
+                              f"panadapter:finetune with that model.")
     if bands is not None and payload["bands"] != bands:
         raise PansharpenError(f"The adapter was trained for {payload['bands']} MS bands; {bands} are selected.")
-    net = _create(payload["model"], payload["bands"], payload["preset"])
+    net = _create(payload["model"], payload["bands"], payload["preset"], payload.get("guide_bands"))
     if payload["base"] is not None:
         base_path = base_weights or weights.find_by_sha256(payload.get("base_sha256") or "")
         if not base_path:
@@ -267,7 +301,7 @@ def load_pretrained(model="panadapter", bands=None, weights_path="bundled", pres
     return net.eval(), (meta.get("card", {}) if isinstance(meta, dict) else {})
 
 
-LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
+LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff", "inf": "INF"}
 
 
 def _scene_model(model, info, adapter, weights_path, log):
@@ -276,10 +310,7 @@ def _scene_model(model, info, adapter, weights_path, log):
     bands, label = len(info.ms_bands), LABELS[model]
     if adapter:
         base = weights_path if weights_path not in (None, "", "bundled") else None
-        net, payload = load_adapted(adapter, bands=bands, base_weights=base)
-        if payload["model"] != model:
-            raise PansharpenError(f"The adapter file was made for {LABELS.get(payload['model'], payload['model'])}, "
-                                  f"not {label}: run panadapter:finetune with that model.")
+        net, payload = load_adapted(adapter, bands=bands, base_weights=base, model=model)
         if payload["ratio"] != info.ratio:
             raise PansharpenError(f"The adapter was made for a resolution ratio of {payload['ratio']}; this pair "
                                   f"has {info.ratio}. Run panadapter:finetune on this pair.")

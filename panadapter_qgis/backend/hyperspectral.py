@@ -207,57 +207,75 @@ def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, device="auto
     return result
 
 
-@user_errors
-def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, device="auto", preset="small",
-               patch=None, batch=8, lr=1e-3, seed=0, tile_size=128, float32=False, adapter_out=None,
-               progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-               log: Optional[Callable] = None) -> dict:
-    """``panadapter:inf_fusion``: INF adapted to the pair (``adapt_iterations`` zero-shot iterations), then
-    the fused HSI on the MSI grid. ``adapter_out``: also save the adapted weights there."""
-    from .deep import DeepJob
+def adapt_inf(hsi_path, msi_path, iterations, *, info=None, device="auto", preset="small", patch=None, batch=8,
+              lr=1e-3, seed=0, progress=None, is_cancelled=None, log=None):
+    """INF for the pair, started at the detail-injection solution and trained ``iterations`` zero-shot steps
+    (both images degraded by the ratio, the HSI as the target). Returns (net, scale or None, TrainResult or
+    None, seconds)."""
     from .models.inf import create_model
     from .training.datasets import SceneCrops
     from .training.trainer import train
 
     torch = import_torch()
     log = log or (lambda msg: None)
-    info = _check(hsi_path, msi_path, output_path)
-    if int(adapt_iterations) < 0:
-        raise PansharpenError("ADAPT_ITERATIONS must be 0 or more.")
+    info = info or raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
+    if int(iterations) < 0:
+        raise PansharpenError("The number of adaptation iterations must be 0 or more.")
     dev = select_device(device)
     r = info.ratio
     torch.manual_seed(seed)
     net = create_model(len(info.ms_bands), info.pan_bands, preset)
     net.set_injection(*_statistics(info))   # start from the detail-injection solution
     net = net.to(dev)
-    scale, res, t_train = None, None, 0.0
-    if int(adapt_iterations) > 0:
-        step = r * 4 // np.gcd(r, 4)
-        patch = patch or max(step, 64 // step * step)
-        crops = SceneCrops(msi_path, hsi_path, sensor=0, patch=patch, guide_bands=True, multiple=1, min_patch=8)
-        log(f"INF: HSI {len(info.ms_bands)} bands, MSI {info.pan_bands} bands, ratio {r}; adapting on "
-            f"{len(crops.windows)} windows of the degraded pair, patches of {crops.patch} pixels.")
+    if int(iterations) == 0:
+        log("No adaptation: INF's detail-injection starting point.")
+        return net, None, None, 0.0
+    step = r * 4 // np.gcd(r, 4)
+    patch = patch or max(step, 64 // step * step)
+    crops = SceneCrops(msi_path, hsi_path, sensor=0, patch=patch, guide_bands=True, multiple=1, min_patch=8)
+    log(f"INF: HSI {len(info.ms_bands)} bands, MSI {info.pan_bands} bands, ratio {r}; adapting on "
+        f"{len(crops.windows)} windows of the degraded pair, patches of {crops.patch} pixels.")
 
-        def step_fn(model, b):
-            return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], r), b["gt"])
-        t0 = time.perf_counter()
-        report = (lambda f: progress(0.7 * f)) if progress else None
-        res = train(net, lambda rng: crops.batch(batch, rng), step_fn, list(net.parameters()),
-                    iterations=int(adapt_iterations), lr=lr, device=dev, seed=seed, progress=report,
-                    is_cancelled=is_cancelled, log=log)
-        t_train = time.perf_counter() - t0
-        scale = crops.scale
-        log(f"Adapted in {t_train:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
+    def step_fn(model, b):
+        return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], r), b["gt"])
+    t0 = time.perf_counter()
+    res = train(net, lambda rng: crops.batch(batch, rng), step_fn, list(net.parameters()), iterations=int(iterations),
+                lr=lr, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
+    seconds = time.perf_counter() - t0
+    log(f"Adapted in {seconds:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
+    return net, crops.scale, res, seconds
+
+
+@user_errors
+def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter=None, device="auto",
+               preset="small", patch=None, batch=8, lr=1e-3, seed=0, tile_size=128, float32=False,
+               progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
+               log: Optional[Callable] = None) -> dict:
+    """``panadapter:inf_fusion``: INF adapted to the pair (``adapt_iterations`` zero-shot iterations; or the
+    adapter file ``adapter`` from ``panadapter:finetune`` MODEL=2), then the fused HSI on the MSI grid."""
+    from .adapt import load_adapted
+    from .deep import DeepJob
+
+    log = log or (lambda msg: None)
+    info = _check(hsi_path, msi_path, output_path)
+    res, t_train = None, 0.0
+    if adapter:
+        net, payload = load_adapted(adapter, bands=len(info.ms_bands), model="inf")
+        if payload["ratio"] != info.ratio or payload["guide_bands"] != info.pan_bands:
+            raise PansharpenError(f"The adapter was made for an MSI of {payload['guide_bands']} bands at ratio "
+                                  f"{payload['ratio']}; this pair has {info.pan_bands} bands at ratio {info.ratio}.")
+        scale = payload["scale"]
+        log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations.")
     else:
-        log("No adaptation (ADAPT_ITERATIONS 0): INF's detail-injection starting point.")
-    if adapter_out:
-        torch.save(dict(format="panadapter-inf", model={k: v.cpu() for k, v in net.state_dict().items()},
-                        bands=net.bands, guide_bands=net.guide_bands, ratio=r, scale=scale,
-                        preset=preset), adapter_out)
+        report = (lambda f: progress(0.7 * f)) if progress else None
+        net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,
+                                             preset=preset, patch=patch, batch=batch, lr=lr, seed=seed,
+                                             progress=report, is_cancelled=is_cancelled, log=log)
     job = DeepJob(msi_path, hsi_path, net, name="INF (scene-adapted)", device=device, context=8, multiple=1,
                   scale=scale, guide_bands=True, log=log)
+    start = 0.0 if adapter else 0.7
     result = job.write(output_path, float32=float32, tile_size=tile_size, batch=4,
-                       progress=(lambda f: progress(0.7 + 0.3 * f)) if progress else None,
+                       progress=(lambda f: progress(start + (1 - start) * f)) if progress else None,
                        is_cancelled=is_cancelled)
     _copy_wavelengths(hsi_path, output_path, info.ms_bands)
     return dict(result, train_s=t_train, iterations=res.iterations if res else 0,

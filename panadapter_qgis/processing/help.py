@@ -260,7 +260,10 @@ DEEP_PARAMETER_HELP = {
                "(same band count and resolution ratio). Empty: the pre-trained weights, used as they are.",
     "WEIGHTS": "A weights file written by 'Train PanAdapter on a dataset' (for SSDiff: an SSDiff weights "
                "file). Empty: the weights bundled with the plugin for the chosen model.",
-    "MODEL": "The deep model to adapt: PanAdapter (0) or SSDiff (1). The adapter file works only with the "
+    "INF_ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' with the model INF for "
+                   "this pair's sensors (same HSI and MSI band counts and ratio). Given: no adaptation here.",
+    "MODEL": "The deep model to adapt: PanAdapter (0), SSDiff (1) or INF (2: hyperspectral fusion; give the "
+             "multispectral image as PAN and the hyperspectral image as MS). The adapter file works only with the "
              "algorithm of the same model.",
     "ITERATIONS": "Training steps (batches of 8 patches). 600 takes a few minutes on a laptop CPU for a "
                   "Landsat-size scene and gives most of the gain; more iterations rarely hurt.",

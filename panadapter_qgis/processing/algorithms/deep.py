@@ -25,8 +25,8 @@ from .common import GDAL_SUFFIXES, TableAlgorithm, layer_file, require_backend, 
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
-MODELS = ("panadapter", "ssdiff")  # enum order of MODEL (scripts rely on it)
-MODEL_LABELS = ("PanAdapter", "SSDiff")
+MODELS = ("panadapter", "ssdiff", "inf")  # enum order of MODEL (scripts rely on it)
+MODEL_LABELS = ("PanAdapter", "SSDiff", "INF (hyperspectral: MSI as PAN, HSI as MS)")
 
 
 def style_output(algorithm, parameters, context, output, sensor):
@@ -249,7 +249,7 @@ HS_METHOD_LABELS = ("INF (scene-adapted)", "Detail injection (MTF-GLP hypersharp
 
 class InfFusionAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "inf_fusion"
-    ADVANCED = ("DEVICE", "OUTPUT_FLOAT32")
+    ADVANCED = ("ADAPTER", "DEVICE", "OUTPUT_FLOAT32")
 
     def tags(self):
         return ["hyperspectral", "multispectral", "fusion", "HSI", "MSI", "INF", "implicit neural representation",
@@ -263,6 +263,8 @@ class InfFusionAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterNumber("ADAPT_ITERATIONS", tr("Scene adaptation iterations (INF)"),
                                               QgsProcessingParameterNumber.Integer, defaultValue=300,
                                               minValue=0))
+        self.add(QgsProcessingParameterFile("ADAPTER", tr("INF adapter file (instead of adapting here)"),
+                                            extension="pt", optional=True), "INF_ADAPTER")
         self.add_device()
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
@@ -284,7 +286,7 @@ class InfFusionAlgorithm(DeepAlgorithm):
         if method == "inf":
             result = self.call(hyperspectral.inf_fusion, hsi, msi, output, feedback=feedback,
                                adapt_iterations=self.parameterAsInt(parameters, "ADAPT_ITERATIONS", context),
-                               **common)
+                               adapter=self.optional_file(parameters, "ADAPTER", context), **common)
         else:
             result = self.call(hyperspectral.fuse_baseline, hsi, msi, output, method, feedback=feedback, **common)
         feedback.pushInfo(run_summary(result))
