@@ -143,6 +143,7 @@ weights: venv
 BENCH_QUALITY_ARGS ?=
 bench-quality: venv
 	$(PY) bench/bench_quality.py $(BENCH_QUALITY_ARGS)
+	$(PY) bench/bench_hyperspectral.py
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,
 # caches, data or weights other than backend/weights/*.pt|*.json (and the registry's .py files there).
