@@ -136,7 +136,7 @@ bench: venv
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
 	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
-	$(PY) scripts/train_ssdiff_weights.py --iters 5000 --lbaf-iters 500 $(WEIGHTS_ARGS)
+	$(PY) scripts/train_ssdiff_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/weights_card.py
 
 # Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.

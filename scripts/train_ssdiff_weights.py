@@ -35,8 +35,8 @@ from train_weights import LANDSAT, mixed_crops, training_scenes  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "panadapter_qgis" / "backend" / "weights"))
-    ap.add_argument("--iters", type=int, default=1500, help="main training iterations")
-    ap.add_argument("--lbaf-iters", type=int, default=300, help="L-BAF iterations after the main training")
+    ap.add_argument("--iters", type=int, default=5000, help="main training iterations")
+    ap.add_argument("--lbaf-iters", type=int, default=500, help="L-BAF iterations after the main training")
     ap.add_argument("--lbaf-switch", type=int, default=50)
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
