@@ -23,7 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ...plugin_files import icon_path
-from .common import GDAL_SUFFIXES, layer_file, require_backend, tr
+from .common import geotiff_output, layer_file, require_backend, tr
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
@@ -141,10 +141,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)
-        output_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if not output_path.lower().endswith(GDAL_SUFFIXES):
-            raise QgsProcessingException(
-                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output_path)}'.")
+        output_path = geotiff_output(self, parameters, self.OUTPUT, context)
 
         require_backend()
         from ...backend.errors import PansharpenError

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What every algorithm of the provider shares: layer files for GDAL, the PyTorch check, output suffixes."""
+import os
+
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -27,6 +29,14 @@ def layer_file(layer, name):
             "PanAdapter reads raster files through GDAL only. Save the layer as a GeoTIFF "
             "(right-click > Export > Save As...) and use that file.")
     return layer.source()
+
+
+def geotiff_output(algorithm, parameters, name, context):
+    """The path of a raster destination parameter, which must be a GeoTIFF (the backend writes only that)."""
+    path = algorithm.parameterAsOutputLayer(parameters, name, context)
+    if not path.lower().endswith(GDAL_SUFFIXES):
+        raise QgsProcessingException(f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(path)}'.")
+    return path
 
 
 def require_backend():

@@ -21,7 +21,7 @@ from qgis.core import (
 )
 from ..help import DEEP_ALGORITHMS, deep_parameter_help
 from .classical import DEVICE_LABELS, DEVICES, run_summary
-from .common import GDAL_SUFFIXES, TableAlgorithm, layer_file, require_backend, tr
+from .common import TableAlgorithm, geotiff_output, layer_file, require_backend, tr
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
@@ -84,10 +84,7 @@ class DeepAlgorithm(TableAlgorithm):
         """The inference algorithms: the pair, the adapter or weights, device and tiles into ``function``
         (a backend ``*_scene``), then the run summary and the styling of the loaded output."""
         pan, ms, sensor = self.read_pair(parameters, context)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if not output.lower().endswith(GDAL_SUFFIXES):
-            raise QgsProcessingException(
-                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        output = geotiff_output(self, parameters, "OUTPUT", context)
         result = self.call(function, pan, ms, output, feedback=feedback,
                            adapter=self.optional_file(parameters, "ADAPTER", context),
                            weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
@@ -273,10 +270,7 @@ class InfFusionAlgorithm(DeepAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         hsi = layer_file(self.parameterAsRasterLayer(parameters, "HSI", context), "HSI")
         msi = layer_file(self.parameterAsRasterLayer(parameters, "MSI", context), "MSI")
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if not output.lower().endswith(GDAL_SUFFIXES):
-            raise QgsProcessingException(
-                f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(output)}'.")
+        output = geotiff_output(self, parameters, "OUTPUT", context)
         method = HS_METHODS[self.parameterAsEnum(parameters, "METHOD", context)]
         require_backend()
         from ...backend import hyperspectral
