@@ -25,7 +25,6 @@ Interface of the project's deep models: ``forward(ms, lms, pan, ratio)`` with ``
 """
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,12 +128,7 @@ def lowpass(x, ratio, gain=GUIDE_GAIN):
     """Same-size separable MTF-Gaussian low-pass of (B, C, H, W), replicate borders."""
     from ... import mtf
 
-    k = torch.as_tensor(np.asarray(mtf.mtf_kernel_1d(gain, int(ratio)), dtype=np.float32), device=x.device,
-                        dtype=x.dtype)
-    n, c = k.numel(), x.shape[1]
-    x = F.pad(x, (n // 2, n // 2, n // 2, n // 2), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, n, 1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, 1, n).repeat(c, 1, 1, 1), groups=c)
+    return mtf.filter_same(x, mtf.mtf_kernel_1d(gain, int(ratio)))
 
 
 def create_model(bands: int, guide_bands: int, preset: str = "small") -> INFN:
