@@ -9,7 +9,7 @@ protocol), INF learns to rebuild the HSI from the degraded pair, then fuses the 
 import csv
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -71,23 +71,6 @@ def simulate_msi(hsi: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(L, H, W) HSI -> (M, H, W) MSI through the spectral response matrix."""
     return np.tensordot(matrix, hsi, axes=(1, 0)).astype(np.float32)
 
-
-def band_wavelengths(path) -> Optional[List[float]]:
-    """Centre wavelengths (nm) of a raster's bands from GDAL metadata (``wavelength`` with
-    ``wavelength_units``, ENVI style), or None when a band has none."""
-    ds = raster.open_raster(path, "HSI")
-    out = []
-    for b in range(1, ds.RasterCount + 1):
-        md = ds.GetRasterBand(b).GetMetadata() or {}
-        value = md.get("wavelength") or md.get("WAVELENGTH") or md.get("CENTRAL_WAVELENGTH_UM")
-        if value is None:
-            return None
-        v = float(value)
-        units = (md.get("wavelength_units") or md.get("WAVELENGTH_UNITS") or "").lower()
-        if "um" in units or "micro" in units or "CENTRAL_WAVELENGTH_UM" in md or v < 30:
-            v *= 1000.0
-        out.append(v)
-    return out
 
 # --------------------------------------------------------------------------------------------------------
 # Classical baselines
@@ -161,13 +144,9 @@ BASELINES = ("upsample", "glp")
 
 
 def _check(hsi_path, msi_path, output_path):
-    if not output_path:
-        raise PansharpenError("No output file was given.")
-    if not str(output_path).lower().endswith((".tif", ".tiff")):
-        raise PansharpenError("The output must be a GeoTIFF file (.tif).")
-    for p in (hsi_path, msi_path):
-        if os.path.abspath(p) == os.path.abspath(output_path):
-            raise PansharpenError("The output file must not be one of the input rasters.")
+    from .adapt import _check_output
+
+    _check_output(msi_path, hsi_path, output_path)
     info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
     if info.pan_bands < 2 and len(info.ms_bands) < 2:
         raise PansharpenError("Hyperspectral-multispectral fusion needs a multi-band HSI.")
