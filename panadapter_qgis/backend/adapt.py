@@ -226,22 +226,21 @@ def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weig
 
     n_full = 0 if pretrained else iterations // 2
     parts = [(n_full, None), (iterations - n_full, LBAF_SWITCH)]
-    results, trained, phases, done = [], set(), [], 0.0
+    results, trained, lbaf_phases, done = [], set(), 0, 0.0
     for its, switch in parts:
         if its < 1:
             continue
         share = its / iterations
         report = (lambda f, a=done, s=share: progress(a + s * f)) if progress else None
         mins = minutes * share if minutes else None
-        result, names, ph = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, sam_weight=sam_weight,
-                                         minutes=mins,
-                                         device=device, seed=seed + len(results), progress=report,
-                                         is_cancelled=is_cancelled, log=log)
+        result, names, phases = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, sam_weight=sam_weight,
+                                             minutes=mins, device=device, seed=seed + len(results),
+                                             progress=report, is_cancelled=is_cancelled, log=log)
         results.append(result)
         trained |= names
-        phases += [(p[0] + sum(r.iterations for r in results[:-1]), p[1]) for p in ph]
+        lbaf_phases += sum(1 for _, mode in phases if mode)
         done += share
-    return results, trained, None, dict(lbaf_switch=LBAF_SWITCH, lbaf_phases=len([p for p in phases if p[1]]))
+    return results, trained, None, dict(lbaf_switch=LBAF_SWITCH, lbaf_phases=lbaf_phases)
 
 
 @user_errors

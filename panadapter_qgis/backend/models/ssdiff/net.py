@@ -158,11 +158,9 @@ class SSNet(nn.Module):
     MULTIPLE = 4
     # L-BAF: what each alternating step trains. The shared down/up modules and the time MLP stay frozen.
     BRANCHES = {
-        "spatial": ("spa_in.", "spa_blocks.", "apfm.0.sa", "apfm.1.sa", "apfm.2.sa", "apfm.3.sa", "apfm.4.sa"),
-        "spectral": ("spe_in.", "apfm.0.se", "apfm.1.se", "apfm.2.se", "apfm.3.se", "apfm.4.se", "apfm.0.out",
-                     "apfm.1.out", "apfm.2.out", "apfm.3.out", "apfm.4.out", "apfm.0.ffn", "apfm.1.ffn",
-                     "apfm.2.ffn", "apfm.3.ffn", "apfm.4.ffn", "apfm.0.norm", "apfm.1.norm", "apfm.2.norm",
-                     "apfm.3.norm", "apfm.4.norm", "to_hrms.", "ms_skip."),
+        "spatial": ("spa_in.", "spa_blocks.") + tuple(f"apfm.{i}.sa" for i in range(5)),
+        "spectral": ("spe_in.", "to_hrms.", "ms_skip.") + tuple(f"apfm.{i}.{part}" for i in range(5)
+                                                               for part in ("se", "out", "ffn", "norm")),
     }
     BAND_DEPENDENT = ("spa_in.", "spe_in.", "to_hrms.", "ms_skip.")
 
