@@ -45,12 +45,19 @@ def _create(model, bands, preset, guide_bands=None):
     return create_model(bands, preset)
 
 
-def _load_base(net, base_path):
+def _read_weights(path):
+    """The content of a weights file (``torch.load``, tensors only)."""
     torch = import_torch()
     try:
-        state = torch.load(base_path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise PansharpenError(f"The weights file '{base_path}' cannot be read: {exc}") from exc
+        raise PansharpenError(f"The weights file '{path}' cannot be read: {exc}") from exc
+
+
+def _load_base(net, base_path, content=None):
+    """Copy the tensors of the weights file ``base_path`` (its ``content`` when already read) that fit."""
+    torch = import_torch()
+    state = _read_weights(base_path) if content is None else content
     state = state.get("model", state.get("state", state))
     own = net.state_dict()
     loaded = 0
@@ -283,18 +290,18 @@ def load_adapted(adapter_path, bands=None, base_weights=None, model=None):
 
 
 @user_errors
-def load_pretrained(model="panadapter", bands=None, weights_path="bundled", preset="small"):
+def load_pretrained(model="panadapter", bands=None, weights_path="bundled", preset="small", meta=None):
     """A model with pre-trained weights and no scene adaptation (band heads that do not match the band
-    count stay at their initialisation: fine-tune for such sensors). Returns (model, card)."""
+    count stay at their initialisation: fine-tune for such sensors). Returns (model, card). ``meta``: the
+    weights file's content when the caller has already read it."""
     path = resolve_base(weights_path, model)
     if not path:
         raise PansharpenError("This plugin has no bundled weights for this model: run panadapter:finetune on "
                               "the scene and give its adapter file.")
-    torch = import_torch()
-    meta = torch.load(path, map_location="cpu", weights_only=True)
+    meta = _read_weights(path) if meta is None else meta
     meta = meta if isinstance(meta, dict) else {}
     net = _create(model, bands or meta.get("bands"), meta.get("preset", preset))
-    _load_base(net, path)
+    _load_base(net, path, meta)
     if model == "panadapter":
         net.stage = int(meta.get("stage") or 2)
     return net.eval(), (meta.get("card", {}) if isinstance(meta, dict) else {})
@@ -317,13 +324,13 @@ def _scene_model(model, info, adapter, weights_path, log):
             f"a {payload['bands']}-band scene (ratio {payload['ratio']}).")
         return net, payload["scale"], f"{label} (scene-adapted)"
     path = resolve_base(weights_path, model)
-    meta = import_torch().load(path, map_location="cpu", weights_only=True) if path else {}
+    meta = _read_weights(path) if path else {}
     if not path or meta.get("bands") != bands:
         have = f"{meta.get('bands')}-band images" if path else "no sensor"
         raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
                               "model to this scene with panadapter:finetune and give its adapter file "
                               "(ADAPTER).")
-    net, _ = load_pretrained(model, bands, path)
+    net, _ = load_pretrained(model, bands, path, meta=meta)
     return net, None, f"{label} (pre-trained)"
 
 
