@@ -154,9 +154,9 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     if model not in MODELS:
         _create(model, 1, preset)  # raises the error that names the available models
     if model == "inf":
-        return _finetune_inf(pan_path, ms_path, output_path, iterations=int(iterations), preset=preset,
-                             device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor, progress=progress,
-                             is_cancelled=is_cancelled, log=log)
+        return _finetune_inf(pan_path, ms_path, output_path, iterations=int(iterations), minutes=minutes,
+                             preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
+                             progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
     patch = patch or PATCH[model]
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
@@ -202,16 +202,16 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     return dict(card, output=output_path)
 
 
-def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, preset, device, batch, lr, seed, sensor,
-                  progress, is_cancelled, log):
+def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, preset, device, batch, lr, seed,
+                  sensor, progress, is_cancelled, log):
     """INF's scene adaptation as an adapter file (``panadapter:finetune`` MODEL=2: the MSI is given as PAN,
     the HSI as MS)."""
     from . import raster
     from .hyperspectral import adapt_inf
 
     info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
-    net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, device=device, preset=preset,
-                                         batch=batch, lr=lr, seed=seed, progress=progress,
+    net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, minutes=minutes, device=device,
+                                         preset=preset, batch=batch, lr=lr, seed=seed, progress=progress,
                                          is_cancelled=is_cancelled, log=log)
     card = dict(iterations=res.iterations, stage_iterations=[res.iterations], first_loss=res.first_loss,
                 last_loss=res.last_loss, seconds=seconds, batch=batch, lr=lr, device=str(select_device(device)),

@@ -186,11 +186,11 @@ def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, device="auto
     return result
 
 
-def adapt_inf(hsi_path, msi_path, iterations, *, info=None, device="auto", preset="small", patch=None, batch=8,
-              lr=1e-3, seed=0, progress=None, is_cancelled=None, log=None):
+def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device="auto", preset="small",
+              patch=None, batch=8, lr=1e-3, seed=0, progress=None, is_cancelled=None, log=None):
     """INF for the pair, started at the detail-injection solution and trained ``iterations`` zero-shot steps
-    (both images degraded by the ratio, the HSI as the target). Returns (net, scale or None, TrainResult or
-    None, seconds)."""
+    or ``minutes`` (both images degraded by the ratio, the HSI as the target). Returns (net, scale or None,
+    TrainResult or None, seconds)."""
     from .models.inf import create_model
     from .training.datasets import SceneCrops
     from .training.trainer import train
@@ -219,7 +219,7 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, device="auto", prese
         return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], r), b["gt"])
     t0 = time.perf_counter()
     res = train(net, lambda rng: crops.batch(batch, rng), step_fn, list(net.parameters()), iterations=int(iterations),
-                lr=lr, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
+                lr=lr, minutes=minutes, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
     seconds = time.perf_counter() - t0
     log(f"Adapted in {seconds:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
     return net, crops.scale, res, seconds
