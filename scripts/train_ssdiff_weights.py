@@ -11,7 +11,6 @@ the Landsat-7 FuseBox scenes whose number is not a multiple of 5); the scenes th
 score are never read. Writes ``ssdiff_small.pt`` and its card ``ssdiff_small.json``; resumable
 (``build/weights/ssdiff.*``).
 """
-import argparse
 import json
 import os
 import sys
@@ -25,29 +24,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from panadapter_qgis.backend.adapt import save_weights  # noqa: E402
-from panadapter_qgis.backend.device import select_device  # noqa: E402
 from panadapter_qgis.backend.models.ssdiff import PRESETS, create_model  # noqa: E402
 from panadapter_qgis.backend.training.datasets import SceneCrops  # noqa: E402
 from panadapter_qgis.backend.training.ssdiff import train_ssdiff  # noqa: E402
-from train_weights import LANDSAT, mixed_crops, training_scenes  # noqa: E402
+from train_weights import LANDSAT, arguments, mixed_crops, prepare  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "panadapter_qgis" / "backend" / "weights"))
+    ap = arguments(__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=5000, help="main training iterations")
     ap.add_argument("--lbaf-iters", type=int, default=500, help="L-BAF iterations after the main training")
     ap.add_argument("--lbaf-switch", type=int, default=50)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--work", default=str(ROOT / "build" / "weights"))
     args = ap.parse_args()
-    scenes = training_scenes()
-    if not scenes:
-        sys.exit("No training scenes (../shared/data/pansharpening/landsat7_fusebox).")
-    dev = select_device(args.device)
-    os.makedirs(args.work, exist_ok=True)
+    scenes, dev = prepare(args)
     t0 = time.time()
     crops = [SceneCrops(str(s / "pan.tif"), str(s / "ms.tif"), sensor=LANDSAT, patch=args.patch, budget=2**18)
              for s in scenes]

@@ -105,21 +105,32 @@ def mixed_crops(crops, batch):
     return make
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description):
+    """The options every weights script takes (output folder, batch, device, resumable work folder)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", default=str(ROOT / "panadapter_qgis" / "backend" / "weights"))
-    ap.add_argument("--restore-iters", type=int, default=1500)
-    ap.add_argument("--iters", type=int, default=1600, help="PanAdapter iterations (stage 1 + stage 2)")
-    ap.add_argument("--stage2-share", type=float, default=0.35)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--work", default=str(ROOT / "build" / "weights"))
-    args = ap.parse_args()
+    return ap
+
+
+def prepare(args):
+    """(training scenes, device) of a weights script; exits when the shared data is not there."""
     scenes = training_scenes()
     if not scenes:
         sys.exit(f"No training scenes under {DATA}.")
-    dev = select_device(args.device)
     os.makedirs(args.work, exist_ok=True)
+    return scenes, select_device(args.device)
+
+
+def main():
+    ap = arguments(__doc__.splitlines()[0])
+    ap.add_argument("--restore-iters", type=int, default=1500)
+    ap.add_argument("--iters", type=int, default=1600, help="PanAdapter iterations (stage 1 + stage 2)")
+    ap.add_argument("--stage2-share", type=float, default=0.35)
+    args = ap.parse_args()
+    scenes, dev = prepare(args)
     cfg = PRESETS["small"]
     log = print
     t0 = time.time()
