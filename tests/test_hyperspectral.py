@@ -14,7 +14,10 @@ from qgis.core import QgsProcessingException
 import processing
 from bench.bench_hyperspectral import degrade, write
 from panadapter_qgis.backend import metrics
-from panadapter_qgis.backend.hyperspectral import (DetailInjection, load_srf, simulate_msi, srf_matrix)
+from panadapter_qgis.backend import raster
+from panadapter_qgis.backend.errors import PansharpenError
+from panadapter_qgis.backend.hyperspectral import (DetailInjection, band_wavelengths, fuse_baseline, load_srf,
+                                                   simulate_msi, srf_for_pair, srf_matrix)
 from panadapter_qgis.backend.models.inf import create_model
 
 
@@ -73,16 +76,25 @@ def test_untrained_inf_is_the_upsampling_then_the_detail_injection():
     net = create_model(10, 3)
     ms, lms, pan = torch.rand(2, 10, 8, 8), torch.rand(2, 10, 32, 32), torch.rand(2, 3, 32, 32)
     assert torch.equal(net(ms, lms, pan, 4), lms)
-    match, gains = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]), np.linspace(0.5, 1.5, 10)
-    net.set_injection(match, gains)
-    baseline = DetailInjection(match, gains)(ms, lms, pan, 4)
+    matrix = np.random.default_rng(0).normal(size=(10, 3))
+    net.set_injection(matrix)
+    baseline = DetailInjection(matrix)(ms, lms, pan, 4)
     torch.testing.assert_close(net(ms, lms, pan, 4), baseline)
+    assert not torch.allclose(baseline, lms)
+    with pytest.raises(ValueError, match="injection matrix"):
+        net.set_injection(matrix.T)
 
 
-def test_detail_injection_beats_upsampling_and_keeps_the_hsi_bands(paris, tmp_path, panadapter_provider):
+def _scores(hsi, path):
+    fused = gdal.Open(path).ReadAsArray().astype(np.float64)
+    return metrics.psnr(hsi, fused, float(hsi.max())), metrics.sam(hsi, fused)
+
+
+def test_baselines_rank_and_keep_the_hsi_bands(paris, tmp_path, panadapter_provider):
+    """Regression detail injection > best-band detail injection (MTF-GLP) > upsampling, on PSNR and SAM."""
     hsi, hsi_path, msi_path, wl = paris
     scores = {}
-    for method, index in (("glp", 1), ("upsample", 2)):
+    for method, index in (("glp", 1), ("upsample", 2), ("regression", 3)):
         out = str(tmp_path / f"{method}.tif")
         processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "METHOD": index,
                                                  "OUTPUT_FLOAT32": True, "DEVICE": 1, "OUTPUT": out})
@@ -90,9 +102,100 @@ def test_detail_injection_beats_upsampling_and_keeps_the_hsi_bands(paris, tmp_pa
         assert (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (72, 72, 128)
         assert ds.GetGeoTransform() == gdal.Open(msi_path).GetGeoTransform()
         assert float(ds.GetRasterBand(5).GetMetadata()["wavelength"]) == pytest.approx(wl[4], abs=0.01)
-        fused = ds.ReadAsArray().astype(np.float64)
-        scores[method] = (metrics.psnr(hsi, fused, float(hsi.max())), metrics.sam(hsi, fused))
+        scores[method] = _scores(hsi, out)
     assert scores["glp"][0] > scores["upsample"][0] + 5 and scores["glp"][1] < scores["upsample"][1]
+    assert scores["regression"][0] > scores["glp"][0] + 1 and scores["regression"][1] < scores["glp"][1]
+
+
+def test_baseline_statistics_are_image_wide_not_per_tile(paris, tmp_path):
+    hsi, hsi_path, msi_path, _ = paris
+    outs = []
+    for tile in (16, 256):
+        out = str(tmp_path / f"tile{tile}.tif")
+        fuse_baseline(hsi_path, msi_path, out, "regression", device="cpu", tile_size=tile, float32=True)
+        outs.append(gdal.Open(out).ReadAsArray().astype(np.float64))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-4 * float(hsi.max()))
+
+
+def test_srf_matches_each_hsi_band_with_the_msi_band_that_sees_it(paris, data_dir, tmp_path):
+    hsi, hsi_path, msi_path, wl = paris
+    np.testing.assert_allclose(band_wavelengths(hsi_path), wl, atol=0.01)
+    tm5 = data_dir / "hyperspectral" / "srf" / "landsat_tm5_srf.csv"
+    info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
+    responses = srf_for_pair(tm5, hsi_path, info)
+    assert responses.shape == (6, 128)
+    names = list(load_srf(tm5))
+    green = int(np.argmin(np.abs(wl - 560)))
+    assert names[int(responses[:, green].argmax())] == "green"
+    out = str(tmp_path / "glp_srf.tif")
+    fuse_baseline(hsi_path, msi_path, out, "glp", srf=str(tm5), float32=True)
+    psnr, sam = _scores(hsi, out)
+    up = str(tmp_path / "up.tif")
+    fuse_baseline(hsi_path, msi_path, up, "upsample", float32=True)
+    assert psnr > _scores(hsi, up)[0] + 5
+    # a response file of another sensor (IKONOS: 5 bands) and an HSI without wavelengths are named
+    with pytest.raises(PansharpenError, match="5 bands .* and the MSI 6"):
+        fuse_baseline(hsi_path, msi_path, str(tmp_path / "x.tif"), "glp",
+                      srf=str(data_dir / "hyperspectral" / "srf" / "ikonos_srf.csv"))
+    bare = str(tmp_path / "bare.tif")
+    write(bare, gdal.Open(hsi_path).ReadAsArray(), 120.0)
+    with pytest.raises(PansharpenError, match="HSI band wavelengths"):
+        fuse_baseline(bare, msi_path, str(tmp_path / "y.tif"), "glp", srf=str(tm5))
+    assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.tif").exists()
+
+
+def test_wavelengths_in_micrometres_and_descriptions(tmp_path):
+    path = str(tmp_path / "w.tif")
+    write(path, np.zeros((2, 4, 4), np.float32), 30.0)
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.GetRasterBand(1).SetMetadata({"wavelength": "0.55", "wavelength_units": "Micrometers"})
+    ds.GetRasterBand(2).SetDescription("Band 2 (865.5 nm)")
+    ds = None
+    np.testing.assert_allclose(band_wavelengths(path), [550.0, 865.5])
+
+
+def test_a_single_band_hsi_is_refused(paris, tmp_path):
+    _, hsi_path, msi_path, _ = paris
+    one = str(tmp_path / "one.tif")
+    write(one, gdal.Open(hsi_path).ReadAsArray()[:1], 120.0)
+    with pytest.raises(PansharpenError, match="single band"):
+        fuse_baseline(one, msi_path, str(tmp_path / "z.tif"), "glp")
+
+
+def test_inf_without_adaptation_is_its_regression_start(paris, tmp_path, panadapter_provider):
+    hsi, hsi_path, msi_path, _ = paris
+    outs = {}
+    for name, params in (("inf", {"METHOD": 0, "ADAPT_ITERATIONS": 0}), ("regression", {"METHOD": 3})):
+        outs[name] = str(tmp_path / f"{name}.tif")
+        processing.run("panadapter:inf_fusion", dict(params, HSI=hsi_path, MSI=msi_path, OUTPUT_FLOAT32=True,
+                                                     DEVICE=1, OUTPUT=outs[name]))
+    a, b = (gdal.Open(outs[k]).ReadAsArray().astype(np.float64) for k in ("inf", "regression"))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(hsi.max()))
+
+
+def test_training_crops_carry_context_and_derived_inputs(paris):
+    """SceneCrops(context=c): a patch with less context is the interior of one with more (same draw), and a
+    derived input computed on whole windows is cropped with it."""
+    from panadapter_qgis.backend.models.inf.net import detail
+    from panadapter_qgis.backend.training.datasets import SceneCrops
+
+    _, hsi_path, msi_path, _ = paris
+    crops = SceneCrops(msi_path, hsi_path, patch=8, guide_bands=True, multiple=1, min_patch=8, context=3,
+                       guide_gain=0.3)
+    crops.derive("detail", lambda pan: detail(pan, 4))
+    assert crops.pan_gain == 0.3
+    small = crops.sample(np.random.default_rng(5), context=1)
+    large = crops.sample(np.random.default_rng(5))
+    assert large["gt"].shape[-1] == 8 + 2 * 3 * 4 and small["gt"].shape[-1] == 8 + 2 * 1 * 4
+    assert large["ms"].shape[-1] == 2 + 2 * 3 and small["ms"].shape[-1] == 2 + 2 * 1
+    for key in ("gt", "pan", "lms", "detail"):
+        torch.testing.assert_close(small[key], large[key][..., 8:-8, 8:-8])
+    torch.testing.assert_close(small["ms"], large["ms"][..., 2:-2, 2:-2])
+    # the derived detail is the pyramid detail of the whole window, not of the patch
+    whole = detail(crops.windows[0]["pan"][None], 4)[0] / crops.scale
+    assert not torch.allclose(detail(small["pan"][None], 4)[0], small["detail"], atol=1e-4)
+    assert any(torch.allclose(small["detail"], whole[..., r:r + 16, c:c + 16]) for r in range(0, whole.shape[-2] - 15, 4)
+               for c in range(0, whole.shape[-1] - 15, 4))
 
 
 def test_inf_adapts_on_the_pair_and_writes_the_fused_hsi(paris, tmp_path, panadapter_provider):

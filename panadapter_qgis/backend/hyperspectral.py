@@ -16,7 +16,7 @@ import numpy as np
 from . import mtf, raster
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
-from .models.inf.net import GUIDE_GAIN, lowpass
+from .models.inf.net import HSI_GAIN, detail
 
 # --------------------------------------------------------------------------------------------------------
 # Spectral response functions
@@ -72,14 +72,74 @@ def simulate_msi(hsi: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.tensordot(matrix, hsi, axes=(1, 0)).astype(np.float32)
 
 
+_UNITS = {"nm": 1.0, "nanometers": 1.0, "nanometer": 1.0, "um": 1000.0, "µm": 1000.0, "micrometers": 1000.0,
+          "micrometer": 1000.0, "microns": 1000.0, "micron": 1000.0}
+
+
+def band_wavelengths(path, bands=None) -> Optional[np.ndarray]:
+    """Centre wavelengths (nm) of a raster's bands (1-based ``bands``, default all) from GDAL's band metadata:
+    ``wavelength`` (+ ``wavelength_units``, as the ENVI driver writes them), ``CENTRAL_WAVELENGTH_UM`` of the
+    IMAGERY domain, or a description such as ``"550.0 nm"``. None when a band has none."""
+    import re
+
+    ds = raster.open_raster(path, "HSI")
+    out = []
+    for b in bands or range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(b)
+        md = {k.lower(): v for k, v in (band.GetMetadata() or {}).items()}
+        imagery = band.GetMetadata("IMAGERY") or {}
+        value = None
+        try:
+            if "wavelength" in md:
+                factor = _UNITS.get(md.get("wavelength_units", "nm").strip().lower())
+                if factor is None:
+                    raise PansharpenError(f"Band {b} of '{path}' gives its wavelength in unknown units "
+                                          f"'{md['wavelength_units']}' (nm or micrometers expected).")
+                value = float(md["wavelength"]) * factor
+            elif "CENTRAL_WAVELENGTH_UM" in imagery:
+                value = float(imagery["CENTRAL_WAVELENGTH_UM"]) * 1000.0
+            else:
+                m = re.search(r"([0-9]+(?:\.[0-9]*)?)\s*(nm|um|µm)\b", band.GetDescription() or "")
+                if m:
+                    value = float(m.group(1)) * _UNITS[m.group(2)]
+        except ValueError:
+            value = None
+        if value is None:
+            return None
+        out.append(value)
+    return np.array(out)
+
+
+def srf_for_pair(srf_path, hsi_path, info) -> np.ndarray:
+    """(M, L) responses of the MSI bands at the HSI band wavelengths, from a spectral response CSV whose bands
+    are the MSI's, in order. Errors name what is missing or inconsistent."""
+    srf = load_srf(srf_path)
+    wl = band_wavelengths(hsi_path, info.ms_bands)
+    if wl is None:
+        raise PansharpenError("The spectral response file needs the HSI band wavelengths, and the HSI does not "
+                              "give them (band metadata 'wavelength' or a description such as '550 nm').")
+    if len(srf) != info.pan_bands:
+        raise PansharpenError(f"The spectral response file has {len(srf)} bands ({', '.join(srf)}) and the MSI "
+                              f"{info.pan_bands}: give one response per MSI band, in the MSI's band order.")
+    return np.array([np.interp(wl, w, r, left=0.0, right=0.0) for w, r in srf.values()])
+
+
 # --------------------------------------------------------------------------------------------------------
 # Classical baselines
 
 
-def _statistics(info, guide_gain=GUIDE_GAIN, max_side=512):
-    """Band matching and injection gains of the detail-injection baseline, from one central window of at
-    most ``max_side`` LR pixels: the MSI is degraded to the HSI grid (MTF Gaussian + decimation) and each
-    HSI band takes the MSI band it correlates best with, with the regression gain cov / var."""
+def _statistics(info, gain=HSI_GAIN, max_side=512, responses=None):
+    """Image-wide statistics of the detail-injection baselines, from one central window of at most
+    ``max_side`` LR pixels: the MSI is degraded to the HSI grid (the HSI's MTF Gaussian and decimation) and
+    compared with the HSI there. Returns the two L x M injection matrices:
+
+    * ``glp``: each HSI band takes the MSI band it correlates best with (or, given ``responses`` (M, L) from a
+      spectral response file, the MSI band most sensitive at its wavelength; by correlation where none is),
+      with the regression gain cov / var;
+    * ``regression``: each HSI band takes the least-squares combination of all MSI bands that best predicts
+      it (the per-band synthetic guide of hypersharpening, Selva et al. 2015), a tiny ridge keeping it
+      defined when MSI bands are collinear.
+    """
     torch = import_torch()
     r = info.ratio
     h, w = min(info.rows, max_side), min(info.cols, max_side)
@@ -87,38 +147,50 @@ def _statistics(info, guide_gain=GUIDE_GAIN, max_side=512):
     reader = raster.PairReader(info)
     hsi = reader.read_ms(r0, r0 + h, c0, c0 + w).reshape(len(info.ms_bands), -1).astype(np.float64)
     msi = torch.from_numpy(reader.read_pan(r * r0, r * (r0 + h), r * c0, r * (c0 + w)))[None]
-    msi_lr = mtf.degrade_image(msi, mtf.mtf_kernel_1d(guide_gain, r), r)[0].numpy()
+    msi_lr = mtf.degrade_image(msi, mtf.mtf_kernel_1d(gain, r), r)[0].numpy()
     msi_lr = msi_lr.reshape(msi_lr.shape[0], -1).astype(np.float64)
+    valid = np.isfinite(hsi).all(0) & np.isfinite(msi_lr).all(0)
+    hsi, msi_lr = hsi[:, valid], msi_lr[:, valid]
+    if hsi.shape[1] < 4:
+        raise PansharpenError("The HSI and MSI share too few valid pixels to relate their bands.")
     hc = hsi - hsi.mean(1, keepdims=True)
     mc = msi_lr - msi_lr.mean(1, keepdims=True)
-    cov = hc @ mc.T / hc.shape[1]                                    # (L, M)
+    n, bands, guides = hc.shape[1], hc.shape[0], mc.shape[0]
+    cov = hc @ mc.T / n                                              # (L, M)
     var_m = (mc ** 2).mean(1)
     corr = cov / np.sqrt(np.outer((hc ** 2).mean(1), var_m) + 1e-12)
     match = corr.argmax(1)
-    gains = cov[np.arange(len(match)), match] / (var_m[match] + 1e-12)
-    return match, gains
+    if responses is not None:
+        covered = responses.max(0) > 0
+        match = np.where(covered, responses.argmax(0), match)
+    glp = np.zeros((bands, guides))
+    glp[np.arange(bands), match] = cov[np.arange(bands), match] / (var_m[match] + 1e-12)
+    gram = mc @ mc.T / n
+    ridge = 1e-6 * np.trace(gram) / guides + 1e-12
+    regression = np.linalg.solve(gram + ridge * np.eye(guides), cov.T).T
+    return {"glp": glp, "regression": regression}
 
 
 class DetailInjection:
-    """MTF-GLP-style hypersharpening: HSI_up + g_l (MSI_k(l) - lowpass(MSI_k(l))), k(l) the MSI band best
-    correlated with HSI band l (image-wide statistics, never per tile)."""
+    """Hypersharpening by detail injection: HSI_up + A (MSI - lowpass(MSI)), the low-pass being the
+    generalised Laplacian pyramid with the HSI's MTF (as MTF-GLP), A an L x M matrix of image-wide
+    statistics (never per tile): ``glp`` (best-correlated MSI band, regression gain) or ``regression``
+    (least-squares combination of all MSI bands)."""
 
-    def __init__(self, match, gains):
+    def __init__(self, matrix):
         torch = import_torch()
-        self.match = torch.as_tensor(match, dtype=torch.long)
-        self.gains = torch.as_tensor(gains, dtype=torch.float32)
-        self.bands = len(match)
+        self.matrix = torch.as_tensor(np.asarray(matrix), dtype=torch.float32)
+        self.bands = self.matrix.shape[0]
 
     def to(self, device):
-        self.match, self.gains = self.match.to(device), self.gains.to(device)
+        self.matrix = self.matrix.to(device)
         return self
 
     def eval(self):
         return self
 
     def __call__(self, ms, lms, pan, ratio):
-        detail = (pan - lowpass(pan, ratio))[:, self.match]
-        return lms + self.gains[None, :, None, None] * detail
+        return lms + import_torch().einsum("lm,bmhw->blhw", self.matrix, detail(pan, ratio))
 
 
 class Upsample:
@@ -137,7 +209,11 @@ class Upsample:
         return lms
 
 
-BASELINES = ("upsample", "glp")
+CONTEXT = 12         # LR pixels of halo: the pyramid low-pass reaches about 10 of them, the encoders 2 more
+TRAIN_CONTEXT = 2    # reduced-pair LR pixels around each training patch: the encoders' reach (the pyramid
+                     # detail is computed on whole windows, with CONTEXT)
+
+BASELINES = ("upsample", "glp", "regression")
 
 # --------------------------------------------------------------------------------------------------------
 # INF
@@ -148,8 +224,9 @@ def _check(hsi_path, msi_path, output_path):
 
     _check_output(msi_path, hsi_path, output_path)
     info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
-    if info.pan_bands < 2 and len(info.ms_bands) < 2:
-        raise PansharpenError("Hyperspectral-multispectral fusion needs a multi-band HSI.")
+    if len(info.ms_bands) < 2:
+        raise PansharpenError("The HSI has a single band: hyperspectral-multispectral fusion needs a multi-band "
+                              "HSI (to sharpen one band with a high-resolution image, use a pansharpening method).")
     return info
 
 
@@ -168,17 +245,20 @@ def _copy_wavelengths(hsi_path, output_path, bands):
 
 
 @user_errors
-def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, device="auto", tile_size=256, batch=4,
+def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, srf=None, device="auto", tile_size=256, batch=4,
                   float32=False, progress=None, is_cancelled=None, log=None) -> dict:
-    """A classical baseline of the HSI/MSI fusion: ``upsample`` (23-tap) or ``glp`` (detail injection)."""
+    """A classical baseline of the HSI/MSI fusion: ``upsample`` (23-tap), ``glp`` (detail injection from the
+    best-correlated MSI band, or with ``srf`` (a spectral response CSV of the MSI bands) the band most sensitive
+    at the HSI band's wavelength) or ``regression`` (from the least-squares combination of the MSI bands)."""
     from .deep import DeepJob
 
     if method not in BASELINES:
         raise PansharpenError(f"Unknown baseline '{method}'; choose from {', '.join(BASELINES)}.")
     info = _check(hsi_path, msi_path, output_path)
     bands = len(info.ms_bands)
-    model = Upsample(bands) if method == "upsample" else DetailInjection(*_statistics(info))
-    job = DeepJob(msi_path, hsi_path, model, name=f"HSI fusion baseline {method}", device=device, context=8,
+    responses = srf_for_pair(srf, hsi_path, info) if srf else None
+    model = Upsample(bands) if method == "upsample" else DetailInjection(_statistics(info, responses=responses)[method])
+    job = DeepJob(msi_path, hsi_path, model, name=f"HSI fusion baseline {method}", device=device, context=CONTEXT,
                   multiple=1, scale=1.0, guide_bands=True, log=log)
     result = job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
                        is_cancelled=is_cancelled)
@@ -204,21 +284,27 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
     r = info.ratio
     torch.manual_seed(seed)
     net = create_model(len(info.ms_bands), info.pan_bands, preset)
-    net.set_injection(*_statistics(info))   # start from the detail-injection solution
+    net.set_injection(_statistics(info)["regression"])   # start from the regression hypersharpening
     net = net.to(dev)
     if int(iterations) == 0:
         log("No adaptation: INF's detail-injection starting point.")
         return net, None, None, 0.0
     step = r * 4 // np.gcd(r, 4)
     patch = patch or max(step, 64 // step * step)
-    crops = SceneCrops(msi_path, hsi_path, sensor=0, patch=patch, guide_bands=True, multiple=1, min_patch=8)
+    c = TRAIN_CONTEXT
+    crops = SceneCrops(msi_path, hsi_path, sensor=0, patch=patch, guide_bands=True, multiple=1, min_patch=8,
+                       context=CONTEXT, guide_gain=HSI_GAIN)
+    crops.derive("detail", lambda pan: detail(pan, r))   # the pyramid's reach, from the whole window
     log(f"INF: HSI {len(info.ms_bands)} bands, MSI {info.pan_bands} bands, ratio {r}; adapting on "
         f"{len(crops.windows)} windows of the degraded pair, patches of {crops.patch} pixels.")
+    m = c * r
 
     def step_fn(model, b):
-        return torch.nn.functional.l1_loss(model(b["ms"], b["lms"], b["pan"], r), b["gt"])
+        out = model(b["ms"], b["lms"], b["pan"], r, pan_detail=b["detail"])
+        return torch.nn.functional.l1_loss(out[..., m:out.shape[-2] - m, m:out.shape[-1] - m],
+                                           b["gt"][..., m:out.shape[-2] - m, m:out.shape[-1] - m])
     t0 = time.perf_counter()
-    res = train(net, lambda rng: crops.batch(batch, rng), step_fn, list(net.parameters()), iterations=int(iterations),
+    res = train(net, lambda rng: crops.batch(batch, rng, context=c), step_fn, list(net.parameters()), iterations=int(iterations),
                 lr=lr, minutes=minutes, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
     seconds = time.perf_counter() - t0
     log(f"Adapted in {seconds:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
@@ -250,7 +336,7 @@ def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter
         net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,
                                              preset=preset, patch=patch, batch=batch, lr=lr, seed=seed,
                                              progress=report, is_cancelled=is_cancelled, log=log)
-    job = DeepJob(msi_path, hsi_path, net, name="INF (scene-adapted)", device=device, context=8, multiple=1,
+    job = DeepJob(msi_path, hsi_path, net, name="INF (scene-adapted)", device=device, context=CONTEXT, multiple=1,
                   scale=scale, guide_bands=True, log=log)
     start = 0.0 if adapter else 0.7
     result = job.write(output_path, float32=float32, tile_size=tile_size, batch=4,

@@ -243,7 +243,7 @@ DEEP_ALGORITHMS = {
         "grid. INF (Wu et al., IEEE TCI 2024) encodes both images, fuses their high frequencies with the "
         "relative coordinates and decodes with an implicit neural representation weighted by cosine "
         "similarity; it adapts to the pair itself (both images degraded by the resolution ratio), starting "
-        "from the classical detail-injection solution. The classical methods are there for comparison. The "
+        "from the classical regression detail injection. The classical methods are there for comparison. The "
         "output keeps the HSI's band descriptions and wavelengths. Both images may have any band count, "
         "grid and CRS (the HSI is warped onto the grid implied by the MSI when needed)."),
     "train": MethodHelp(
@@ -294,11 +294,21 @@ DEEP_PARAMETER_HELP = {
     "HSI": "The hyperspectral image at low resolution: every band is sharpened.",
     "MSI": "The multispectral image at high resolution (an integer multiple of the HSI's resolution), covering "
            "the same place. Its bands guide the detail.",
-    "METHOD": "INF (scene-adapted deep model; best where the pair has enough pixels to learn from), detail "
-              "injection (each HSI band takes the high frequencies of the MSI band it correlates with best, "
-              "with a regression gain, as MTF-GLP does for pansharpening) or plain upsampling of the HSI.",
+    "METHOD": "INF (deep model adapted to the pair, started at the regression detail injection), detail "
+              "injection (each HSI band takes the high frequencies of the MSI band it correlates with best, or "
+              "with SRF the band most sensitive at its wavelength, with a regression gain, as MTF-GLP does for "
+              "pansharpening), plain upsampling of the HSI, or detail injection from regressed MSI bands (each "
+              "HSI band takes the high frequencies of its own least-squares combination of all MSI bands). "
+              "High frequencies are those of the generalised Laplacian pyramid with the MTF of a generic "
+              "multispectral sensor (Nyquist gain 0.3).",
+    "SRF": "Optional spectral response CSV of the MSI bands, one per MSI band in order: long "
+           "(band,wavelength_nm,response) or wide (wavelength_nm,<band>,...). The HSI must give its band "
+           "wavelengths (band metadata 'wavelength', as ENVI files have, or descriptions such as '550 nm'). "
+           "Used by the detail-injection (MTF-GLP) method to match each HSI band with the MSI band that "
+           "sees its wavelength; INF and the regression method learn the relation from the images.",
     "ADAPT_ITERATIONS": "Training steps of INF on the degraded pair before fusing (0: none; the result is then "
-                        "the detail-injection starting point). A few minutes on a CPU for a few hundred.",
+                        "INF's starting point, the regression detail injection). A few minutes on a CPU for a "
+                        "few hundred.",
     "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
                  "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "

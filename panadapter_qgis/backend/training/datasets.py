@@ -70,12 +70,17 @@ class SceneCrops:
     exactly as a whole image would be), spread over the scene on a regular lattice up to ``budget`` MS
     pixels: memory depends on the budget, never on the raster size. ``patch`` is the target size on the MS
     grid (the reduced pair's PAN grid); it must be a multiple of the ratio and of the model's token stride.
+    ``context``: reduced-pair LR pixels of image around each patch (its arrays are that much larger on every
+    side, and a model's loss is taken on the interior), so that a model whose filters reach far (INF's
+    pyramid low-pass) trains on patches that look like its inference tiles. ``guide_gain``: the MTF gain the
+    PAN (or MSI) is degraded with, when it is not the sensor's PAN gain.
     """
 
     HALO = 48  # MS pixels; divided by the ratio it still covers the interpolator's reach (<= 12 MS pixels)
 
     def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
-                 scale=None, pan_mode="mtf", multiple=4, min_patch=16, guide_bands=False):
+                 scale=None, pan_mode="mtf", multiple=4, min_patch=16, guide_bands=False, context=0,
+                 guide_gain=None):
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         r = self.ratio = self.info.ratio
         step = r * multiple // math.gcd(r, multiple)
@@ -91,8 +96,12 @@ class SceneCrops:
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
         self.gains = sens.gains_for(self.info.ms_bands, band_count=count)
-        self.pan_gain = sens.pan_gain
+        self.pan_gain = sens.pan_gain if guide_gain is None else float(guide_gain)
         self.patch, self.pan_mode = patch, pan_mode
+        self.context = int(context)
+        self.derived = []
+        margin = self.context * r                       # MS pixels of context around a stored window
+        self.halo = self.HALO if not margin else max(self.HALO, -(-(margin + 32) // r) * r)
         self.bands = len(self.info.ms_bands)
         reader = raster.PairReader(self.info)
         window = max(patch, min(window, self.info.rows, self.info.cols)) // r * r
@@ -105,31 +114,44 @@ class SceneCrops:
             np.concatenate([w["gt"].reshape(self.bands, -1).numpy() for w in self.windows], 1))
 
     def _degrade(self, reader, r0, c0, size):
-        r, h = self.ratio, self.HALO
+        r, h, m = self.ratio, self.halo, self.context * self.ratio
         ms = torch.from_numpy(reader.read_ms(r0 - h, r0 + size + h, c0 - h, c0 + size + h))[None]
         pan = torch.from_numpy(reader.read_pan(r * (r0 - h), r * (r0 + size + h), r * (c0 - h),
                                                r * (c0 + size + h)))[None]
         with torch.no_grad():
             pan_lr, ms_lr = mtf.wald_degrade(pan, ms, r, self.gains, self.pan_gain, self.pan_mode)
             hl = h // r
-            lms = mtf.upsample(ms_lr, r, hl)
-        inner = slice(h, h + size)
+            lms = mtf.upsample(ms_lr, r, hl - self.context)
+        inner = slice(h - m, h + size + m)
+        low = slice(hl - self.context, hl + size // r + self.context)
         return dict(gt=ms[0, :, inner, inner], pan=pan_lr[0, :, inner, inner], lms=lms[0],
-                    ms=ms_lr[0, :, hl:hl + size // r, hl:hl + size // r])
+                    ms=ms_lr[0, :, low, low])
 
-    def sample(self, rng):
-        """One reduced-resolution sample (normalised) from a random window and position."""
-        r, p = self.ratio, self.patch
+    def derive(self, name, fn):
+        """Add ``name`` = fn(PAN) to every stored window (on its whole extent, context included): a model's
+        input that needs more image around it than a training patch has, cropped with the patch."""
+        with torch.no_grad():
+            for w in self.windows:
+                w[name] = fn(w["pan"][None])[0]
+        self.derived.append(name)
+
+    def sample(self, rng, context=None):
+        """One reduced-resolution sample (normalised) from a random window and position, with ``context``
+        reduced-pair LR pixels around the patch (at most the stored context; default: all of it)."""
+        r, full = self.ratio, self.context
+        c = full if context is None else min(int(context), full)
+        p = self.patch + 2 * c * r
         w = self.windows[int(rng.integers(len(self.windows)))]
-        size = w["gt"].shape[-1]
-        r0 = int(rng.integers(0, (size - p) // r + 1)) * r
-        c0 = int(rng.integers(0, (size - p) // r + 1)) * r
-        out = {k: w[k][:, r0:r0 + p, c0:c0 + p] for k in ("gt", "pan", "lms")}
+        size = w["gt"].shape[-1] - 2 * full * r
+        first = (full - c) * r
+        r0 = first + int(rng.integers(0, (size - self.patch) // r + 1)) * r
+        c0 = first + int(rng.integers(0, (size - self.patch) // r + 1)) * r
+        out = {k: w[k][:, r0:r0 + p, c0:c0 + p] for k in ("gt", "pan", "lms", *self.derived)}
         out["ms"] = w["ms"][:, r0 // r:(r0 + p) // r, c0 // r:(c0 + p) // r]
         return {k: v / self.scale for k, v in out.items()}
 
-    def batch(self, size, rng):
-        samples = [self.sample(rng) for _ in range(size)]
+    def batch(self, size, rng, context=None):
+        samples = [self.sample(rng, context) for _ in range(size)]
         return augment({k: torch.stack([s[k] for s in samples]) for k in samples[0]}, rng)
 
 

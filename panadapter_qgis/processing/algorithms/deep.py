@@ -240,13 +240,14 @@ class TrainAlgorithm(DeepAlgorithm):
         return {"OUTPUT": output, "FINAL_LOSS": card["last_loss"]}
 
 
-HS_METHODS = ("inf", "glp", "upsample")   # enum order of METHOD in inf_fusion
-HS_METHOD_LABELS = ("INF (scene-adapted)", "Detail injection (MTF-GLP hypersharpening)", "Upsampling (23-tap)")
+HS_METHODS = ("inf", "glp", "upsample", "regression")   # enum order of METHOD in inf_fusion
+HS_METHOD_LABELS = ("INF (scene-adapted)", "Detail injection (MTF-GLP hypersharpening)", "Upsampling (23-tap)",
+                    "Detail injection from regressed MSI bands (hypersharpening)")
 
 
 class InfFusionAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "inf_fusion"
-    ADVANCED = ("ADAPTER", "DEVICE", "OUTPUT_FLOAT32")
+    ADVANCED = ("ADAPTER", "SRF", "DEVICE", "OUTPUT_FLOAT32")
 
     def tags(self):
         return ["hyperspectral", "multispectral", "fusion", "HSI", "MSI", "INF", "implicit neural representation",
@@ -257,6 +258,8 @@ class InfFusionAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterLayer("MSI", tr("High-resolution multispectral image (MSI)")))
         self.add(QgsProcessingParameterEnum("METHOD", tr("Method"), options=[tr(m) for m in HS_METHOD_LABELS],
                                             defaultValue=0))
+        self.add(QgsProcessingParameterFile("SRF", tr("Spectral responses of the MSI bands (CSV)"), extension="csv",
+                                            optional=True))
         self.add(QgsProcessingParameterNumber("ADAPT_ITERATIONS", tr("Scene adaptation iterations (INF)"),
                                               QgsProcessingParameterNumber.Integer, defaultValue=300,
                                               minValue=0))
@@ -282,7 +285,8 @@ class InfFusionAlgorithm(DeepAlgorithm):
                                adapt_iterations=self.parameterAsInt(parameters, "ADAPT_ITERATIONS", context),
                                adapter=self.optional_file(parameters, "ADAPTER", context), **common)
         else:
-            result = self.call(hyperspectral.fuse_baseline, hsi, msi, output, method, feedback=feedback, **common)
+            result = self.call(hyperspectral.fuse_baseline, hsi, msi, output, method, feedback=feedback,
+                               srf=self.optional_file(parameters, "SRF", context), **common)
         feedback.pushInfo(run_summary(result))
         return {"OUTPUT": output}
 

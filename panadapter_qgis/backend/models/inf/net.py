@@ -12,11 +12,13 @@ this project's reading of it, each inferred part marked [INFERRED]:
   predicts one HSI residual per neighbour, and the neighbours are weighted by a softmax of the cosine
   similarity between the query's guide feature and the neighbour's latent, which has no parameters (both
   are ``feats`` wide);
-* the MSI's own high frequencies (the MSI minus its MTF-Gaussian low-pass) also enter the residual through
-  a 1 x 1 convolution, ``inject`` [this project's addition: a learnable detail injection, the linear path an
-  MLP behind ReLUs learns slowly from the few pixels a zero-shot adaptation has]; ``set_injection`` starts
-  it at the classical MTF-GLP hypersharpening solution (each HSI band from its best-correlated MSI band,
-  regression gain), which the adaptation then corrects;
+* the MSI's own high frequencies (``detail``: the MSI minus its generalised-Laplacian-pyramid low-pass,
+  i.e. the MSI degraded to the HSI grid with the HSI's MTF and interpolated back, what the LR-HSI lacks)
+  also enter the residual through a 1 x 1 convolution, ``inject`` [this project's addition: a learnable
+  detail injection, the linear path an MLP behind ReLUs learns slowly from the few pixels a zero-shot
+  adaptation has]; ``set_injection`` starts it at a classical hypersharpening solution (an L x M matrix:
+  each HSI band from a least-squares combination of the MSI bands, or from its best-correlated MSI band),
+  which the adaptation then corrects;
 * output = upsampled HSI + the weighted residual; the last layers start at zero, so an untrained network
   returns the upsampled HSI.
 
@@ -87,7 +89,8 @@ class INFN(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, ms, lms, pan, ratio: int):
+    def forward(self, ms, lms, pan, ratio: int, pan_detail=None):
+        """``pan_detail``: ``detail(pan, ratio)`` when the caller has it from a larger extent than ``pan``."""
         b, _, hh, ww = lms.shape
         r = int(ratio)
         g = self.spatial(torch.cat([pan, lms], 1))                      # (B, F, H, W)
@@ -110,25 +113,33 @@ class INFN(nn.Module):
                 sims.append((gq * zq).sum(-1))                            # cosine similarity, parameter-free
         w = torch.softmax(torch.stack(sims, -1), -1)                    # (B, H, W, 4)
         residual = (torch.stack(preds, -1) * w[..., None, :]).sum(-1)    # (B, H, W, L)
-        return lms + residual.permute(0, 3, 1, 2) + self.inject(pan - lowpass(pan, r))
+        return lms + residual.permute(0, 3, 1, 2) + self.inject(detail(pan, r) if pan_detail is None else pan_detail)
 
     @torch.no_grad()
-    def set_injection(self, match, gains):
-        """``inject`` = HSI band l takes gains[l] times the high frequencies of MSI band match[l]."""
-        self.inject.weight.zero_()
+    def set_injection(self, matrix):
+        """``inject`` = HSI band l takes sum_k matrix[l, k] times the details of MSI band k."""
+        w = torch.as_tensor(matrix, dtype=self.inject.weight.dtype)
+        if tuple(w.shape) != (self.bands, self.guide_bands):
+            raise ValueError(f"injection matrix {tuple(w.shape)}, expected {(self.bands, self.guide_bands)}")
+        self.inject.weight.copy_(w[:, :, None, None])
         self.inject.bias.zero_()
-        for band, (k, g) in enumerate(zip(match, gains)):
-            self.inject.weight[band, int(k), 0, 0] = float(g)
 
 
-GUIDE_GAIN = 0.15   # MTF Nyquist gain of the MSI's low-pass (the toolbox's PAN default)
+HSI_GAIN = 0.3   # MTF Nyquist gain assumed for the HSI (the toolbox's default for a multispectral sensor)
 
 
-def lowpass(x, ratio, gain=GUIDE_GAIN):
-    """Same-size separable MTF-Gaussian low-pass of (B, C, H, W), replicate borders."""
+def lowpass(x, ratio, gain=HSI_GAIN):
+    """Generalised-Laplacian-pyramid low-pass of (B, C, H, W), H and W multiples of the ratio: MTF-Gaussian
+    filter and decimation to the LR grid, then the 23-tap interpolation back (replicate borders)."""
     from ... import mtf
 
-    return mtf.filter_same(x, mtf.mtf_kernel_1d(gain, int(ratio)))
+    r = int(ratio)
+    return mtf.upsample_image(mtf.degrade_image(x, mtf.mtf_kernel_1d(gain, r), r), r)
+
+
+def detail(x, ratio, gain=HSI_GAIN):
+    """What the LR-HSI lacks of the MSI: x minus its pyramid low-pass."""
+    return x - lowpass(x, ratio, gain)
 
 
 def create_model(bands: int, guide_bands: int, preset: str = "small") -> INFN:
