@@ -41,7 +41,7 @@ help:
 	@echo "make zip    - build $(ZIP)"
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
-	@echo "make weights - train the bundled PanAdapter and SSDiff weights (about 40 min on a 2-core CPU)"
+	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 45 min on a 2-core CPU)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -132,18 +132,20 @@ bench: venv
 
 # The bundled weights (backend/weights/*.pt + .json cards), on the FuseBox training scenes: PanAdapter
 # (restoration pre-training of the backbones, then its two stages; about 25 min on a 2-core CPU) and
-# SSDiff (main diffusion training, then L-BAF; about 15 min); resumable (build/weights/);
+# SSDiff (main diffusion training, then L-BAF; about 15 min), then the INF trunk on the hyperspectral
+# scenes (about 6 min); resumable (build/weights/);
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
 	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/train_ssdiff_weights.py $(WEIGHTS_ARGS)
+	$(PY) scripts/train_inf_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/weights_card.py
 
 # Quality table (bench/out/quality.md): every method and installed peer, every default scene of ../shared/data.
 BENCH_QUALITY_ARGS ?=
 bench-quality: venv
 	$(PY) bench/bench_quality.py $(BENCH_QUALITY_ARGS)
-	$(PY) bench/bench_hyperspectral.py
+	$(PY) bench/bench_hyperspectral.py --loo-iterations 600
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,
 # caches, data or weights other than backend/weights/*.pt|*.json (and the registry's .py files there).

@@ -62,6 +62,25 @@ def paris_ali():
     return "paris (Hyperion + real ALI MSI)", hsi, wl, ms
 
 
+SCENES = {"jasper": jasper, "paris": paris}
+
+
+def simulated_pairs(scenes, ratio=4):
+    """Training pairs of INF's trunk: each scene's HSI with the MSI simulated through the Landsat TM5 and the
+    IKONOS multispectral responses (``training.inf.SimulatedPair``)."""
+    from panadapter_qgis.backend.training.inf import SimulatedPair
+
+    responses = {"tm5": load_srf(os.path.join(DATA, "srf", "landsat_tm5_srf.csv")),
+                 "ikonos": {k: v for k, v in load_srf(os.path.join(DATA, "srf", "ikonos_srf.csv")).items()
+                            if k != "pan"}}
+    pairs = []
+    for scene in scenes:
+        _, hsi, wl = SCENES[scene]()
+        for sensor, srf in responses.items():
+            pairs.append(SimulatedPair(hsi, srf_matrix(srf, wl)[1], ratio, f"{scene} + {sensor} MSI"))
+    return pairs
+
+
 def write(path, arr, pixel, wavelengths=None):
     """A GeoTIFF with a synthetic UTM georeference (pixel size ``pixel`` m)."""
     drv = gdal.GetDriverByName("GTiff")
@@ -93,8 +112,9 @@ def scores(reference, path, ratio):
                 sam=metrics.sam(ref, fused), ergas=metrics.ergas(ref, fused, ratio))
 
 
-def run_scene(name, hsi, wl, srf, ratio, iterations, folder, log, msi=None):
-    """``msi``: a real MSI on the HSI's grid (default: simulated from the HSI through ``srf``)."""
+def run_scene(name, hsi, wl, srf, ratio, iterations, folder, log, msi=None, loo=None):
+    """``msi``: a real MSI on the HSI's grid (default: simulated from the HSI through ``srf``). ``loo``:
+    (trunk state dict, label) of a trunk pre-trained without this scene, for one more INF row."""
     rows, cols = (hsi.shape[1] // ratio) * ratio, (hsi.shape[2] // ratio) * ratio
     hsi = hsi[:, :rows, :cols]
     if msi is None:
@@ -118,10 +138,17 @@ def run_scene(name, hsi, wl, srf, ratio, iterations, folder, log, msi=None):
         log(f"  {method}: {table[method]}")
     out = os.path.join(folder, "inf.tif")
     t0 = time.perf_counter()
-    result = inf_fusion(hsi_path, msi_path, out, adapt_iterations=iterations, float32=True)
+    result = inf_fusion(hsi_path, msi_path, out, adapt_iterations=iterations, weights=None, float32=True)
     table["inf (scene-adapted)"] = dict(scores(hsi, out, ratio), seconds=time.perf_counter() - t0,
                                         train_s=result["train_s"])
     log(f"  inf: {table['inf (scene-adapted)']}")
+    if loo is not None:
+        out = os.path.join(folder, "inf_loo.tif")
+        t0 = time.perf_counter()
+        result = inf_fusion(hsi_path, msi_path, out, adapt_iterations=iterations, weights=loo[0], float32=True)
+        key = f"inf (trunk pre-trained on {loo[1]}, scene-adapted)"
+        table[key] = dict(scores(hsi, out, ratio), seconds=time.perf_counter() - t0, train_s=result["train_s"])
+        log(f"  {key}: {table[key]}")
     return table
 
 
@@ -129,6 +156,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=300, help="INF scene adaptation iterations")
     ap.add_argument("--ratio", type=int, default=4)
+    ap.add_argument("--loo-iterations", type=int, default=0,
+                    help="also INF with its trunk pre-trained (this many iterations) on the other scene only")
     ap.add_argument("--out", default=os.path.join(OUT, "hyperspectral.md"))
     args = ap.parse_args(argv)
     if not os.path.isdir(DATA):
@@ -139,16 +168,29 @@ def main(argv=None):
              f"MSI simulated from the HSI with the Landsat TM5 spectral responses (third scene: the real ALI "
              f"MSI); LR-HSI = HSI degraded by "
              f"{args.ratio} (Gaussian MTF, gain 0.3). INF adapted on the pair itself ({args.iterations} "
-             "iterations, zero-shot). PSNR peak = the reference maximum; SAM in degrees.", "",
+             "iterations, zero-shot), its trunk from scratch (the bundled trunk is trained on these scenes)"
+             + (f"; and with a trunk pre-trained {args.loo_iterations} iterations on the other scene only "
+                "(leave-one-out)" if args.loo_iterations else "")
+             + ". PSNR peak = the reference maximum; SAM in degrees.", "",
              "| scene | method | PSNR | SSIM | SAM | ERGAS | seconds |", "|---|---|---:|---:|---:|---:|---:|"]
     wins, gains = [], []
     with tempfile.TemporaryDirectory(prefix="bench_hs_") as tmp:
-        for load in (jasper, paris, paris_ali):
+        trunks = {}
+        if args.loo_iterations:
+            from panadapter_qgis.backend.training.inf import pretrain_inf
+
+            for scene in SCENES:
+                others = [s for s in SCENES if s != scene]
+                trunk, res, sec, _ = pretrain_inf(simulated_pairs(others, args.ratio), args.loo_iterations)
+                trunks[scene] = (trunk, " and ".join(others))
+                print(f"trunk without {scene}: {res.iterations} iterations, loss {res.first_loss:.4f} -> "
+                      f"{res.last_loss:.4f}, {sec:.0f} s")
+        for scene, load in (("jasper", jasper), ("paris", paris), ("paris", paris_ali)):
             name, hsi, wl, *real = load()
             folder = os.path.join(tmp, f"scene{len(wins)}")
             os.makedirs(folder)
             table = run_scene(name, hsi, wl, srf, args.ratio, args.iterations, folder, print,
-                              msi=real[0] if real else None)
+                              msi=real[0] if real else None, loo=trunks.get(scene))
             for method, v in table.items():
                 lines.append(f"| {name} | {method} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['sam']:.3f} | "
                              f"{v['ergas']:.3f} | {v['seconds']:.1f} |")

@@ -4,6 +4,7 @@ The pair is the protocol of ``bench/bench_hyperspectral.py`` on the real EO-1 Hy
 is simulated from the HSI with the Landsat TM5 responses, the LR-HSI is the HSI degraded by 4.
 """
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -258,3 +259,78 @@ def test_finetune_model_2_writes_an_inf_adapter_that_inf_fusion_uses(paris, tmp_
         processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "ADAPTER": other,
                                                  "OUTPUT": str(tmp_path / "x.tif")})
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_the_trunk_moves_between_band_counts_and_is_shared_in_training():
+    from panadapter_qgis.backend.models.inf.net import BAND_LAYERS, load_trunk, share_trunk, trunk_state
+
+    torch.manual_seed(0)
+    a, b = create_model(10, 3), create_model(7, 5)
+    trunk = trunk_state(a)
+    assert trunk and not any(k.startswith(BAND_LAYERS) for k in trunk)
+    head = b.spectral[0].weight.detach().clone()
+    load_trunk(b, trunk)
+    for k, v in trunk.items():
+        torch.testing.assert_close(b.state_dict()[k], v)
+    torch.testing.assert_close(b.spectral[0].weight, head)        # band layers are the pair's own
+    with pytest.raises(ValueError, match="does not fit"):
+        load_trunk(create_model(7, 5, "paper"), trunk)
+    share_trunk([a, b])
+    assert a.spatial[1] is b.spatial[1] and a.mlp[0] is b.mlp[0] and a.mlp[4] is not b.mlp[4]
+
+
+def test_inf_pretraining_on_simulated_pairs(data_dir):
+    """Two pairs with different band counts train one trunk; the trunk changes and loads into a third
+    band layout."""
+    from panadapter_qgis.backend.models.inf.net import load_trunk, trunk_state
+    from panadapter_qgis.backend.training.inf import SimulatedPair, pretrain_inf
+
+    root = data_dir / "hyperspectral"
+    hsi = gdal.Open(str(root / "paris_hyperion_ali" / "hs.tif")).ReadAsArray().astype(np.float32)
+    with open(root / "paris_hyperion_ali" / "hs_bands.csv") as f:
+        wl = np.array([float(r["approx_center_nm"]) for r in csv.DictReader(f)])
+    tm5 = srf_matrix(load_srf(root / "srf" / "landsat_tm5_srf.csv"), wl)[1]
+    ikonos = {k: v for k, v in load_srf(root / "srf" / "ikonos_srf.csv").items() if k != "pan"}
+    pairs = [SimulatedPair(hsi, tm5, 4, "tm5"), SimulatedPair(hsi[:60], srf_matrix(ikonos, wl[:60])[1], 4, "ik")]
+    assert (pairs[0].bands, pairs[0].guide_bands, pairs[1].bands, pairs[1].guide_bands) == (128, 6, 60, 4)
+    np.testing.assert_allclose(pairs[0].data["pan"].numpy(),
+                               np.tensordot(tm5, pairs[0].data["gt"].numpy(), 1), rtol=1e-4, atol=1e-5)
+    batch = pairs[1].batch(3, np.random.default_rng(0), patch=16, context=2)
+    assert batch["gt"].shape == (3, 60, 32, 32) and batch["ms"].shape == (3, 60, 8, 8)
+    assert batch["pan"].shape == batch["detail"].shape == (3, 4, 32, 32)
+    torch.manual_seed(0)
+    before = trunk_state(create_model(128, 6))
+    trunk, res, _, l1 = pretrain_inf(pairs, 4, patch=16)
+    assert res.iterations == 4 and np.isfinite(res.last_loss)
+    assert set(l1) == {"tm5", "ik"} and all(np.isfinite(v).all() for v in l1.values())
+    assert any(not torch.equal(trunk[k], before[k]) for k in before)
+    load_trunk(create_model(30, 9), trunk)
+
+
+def test_inf_weights_script_and_loading(tmp_path, paris, panadapter_provider):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from panadapter_qgis.backend.hyperspectral import load_trunk_weights
+
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "train_inf_weights.py"), "--iters", "2",
+                          "--scenes", "paris", "--out", str(tmp_path), "--work", str(tmp_path / "work")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    card = json.loads((tmp_path / "inf_small.json").read_text())
+    assert card["iterations"] == 2 and len(card["data"]) == 2 and card["device"] == "cpu"
+    assert set(card["training_pairs_l1"]) == {"paris + tm5 MSI", "paris + ikonos MSI"}
+    trunk = load_trunk_weights(str(tmp_path / "inf_small.pt"))
+    assert "spatial.1.body.0.weight" in trunk
+    hsi, hsi_path, msi_path, _ = paris
+    out = str(tmp_path / "fused.tif")
+    processing.run("panadapter:inf_fusion", {"HSI": hsi_path, "MSI": msi_path, "METHOD": 0, "ADAPT_ITERATIONS": 2,
+                                             "OUTPUT_FLOAT32": True, "DEVICE": 1, "OUTPUT": out})
+    assert np.isfinite(gdal.Open(out).ReadAsArray()).all()
+    with pytest.raises(PansharpenError, match="does not exist"):
+        load_trunk_weights(str(tmp_path / "none.pt"))
+    other = tmp_path / "other.pt"
+    torch.save({"model": "ssdiff", "trunk": trunk}, other)
+    with pytest.raises(PansharpenError, match="not an INF weights file"):
+        load_trunk_weights(str(other))

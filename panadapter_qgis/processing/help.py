@@ -306,9 +306,10 @@ DEEP_PARAMETER_HELP = {
            "wavelengths (band metadata 'wavelength', as ENVI files have, or descriptions such as '550 nm'). "
            "Used by the detail-injection (MTF-GLP) method to match each HSI band with the MSI band that "
            "sees its wavelength; INF and the regression method learn the relation from the images.",
-    "ADAPT_ITERATIONS": "Training steps of INF on the degraded pair before fusing (0: none; the result is then "
-                        "INF's starting point, the regression detail injection). A few minutes on a CPU for a "
-                        "few hundred.",
+    "ADAPT_ITERATIONS": "Training steps of INF on the degraded pair before fusing, from the bundled pre-trained "
+                        "trunk (0: none; the result is then INF's starting point, the regression detail "
+                        "injection, since the band layers are made for each pair). About a minute on a CPU for "
+                        "300 on a small scene.",
     "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
                  "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "

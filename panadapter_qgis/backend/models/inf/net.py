@@ -125,6 +125,39 @@ class INFN(nn.Module):
         self.inject.bias.zero_()
 
 
+# Tensors whose shapes depend on the band counts (the HSI's L, the MSI's M); the rest is the trunk, which
+# bundled weights carry from one sensor pair to another.
+BAND_LAYERS = ("spatial.0.", "spectral.0.", "mlp.4.", "inject.")
+
+
+def trunk_state(net: INFN) -> dict:
+    """The band-independent tensors of ``net`` (encoders' ResBlocks, the MLP's hidden layers)."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items() if not k.startswith(BAND_LAYERS)}
+
+
+def load_trunk(net: INFN, state: dict) -> INFN:
+    """Load trunk tensors into ``net`` (any band counts, same preset); the band layers keep their values."""
+    own = net.state_dict()
+    missing = [k for k in own if not k.startswith(BAND_LAYERS) and k not in state]
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if missing or wrong:
+        raise ValueError(f"the INF trunk does not fit this preset (missing {missing[:3]}, mismatched {wrong[:3]})")
+    net.load_state_dict(state, strict=False)
+    return net
+
+
+def share_trunk(nets):
+    """Make every network of ``nets`` use the first one's trunk modules (multi-sensor training)."""
+    first = nets[0]
+    for net in nets[1:]:
+        for i in range(1, len(first.spatial)):
+            net.spatial[i] = first.spatial[i]
+            net.spectral[i] = first.spectral[i]
+        for i in range(len(first.mlp) - 1):
+            net.mlp[i] = first.mlp[i]
+    return nets
+
+
 HSI_GAIN = 0.3   # MTF Nyquist gain assumed for the HSI (the toolbox's default for a multispectral sensor)
 
 
