@@ -174,7 +174,14 @@ def injection_matrices(hsi, msi_lr, responses=None) -> dict:
     gram = mc @ mc.T / n
     ridge = 1e-6 * np.trace(gram) / guides + 1e-12
     regression = np.linalg.solve(gram + ridge * np.eye(guides), cov.T).T
-    return {"glp": glp, "regression": regression}
+    # the other way round: each degraded MSI band as an affine combination of the HSI bands (the MSI's
+    # spectral responses as the data see them, no SRF file needed); more HSI bands than pixels is common,
+    # so the ridge is a real one (1e-3 of the mean HSI variance)
+    gram_h = hc @ hc.T / n
+    ridge_h = 1e-3 * np.trace(gram_h) / bands + 1e-12
+    response = np.linalg.solve(gram_h + ridge_h * np.eye(bands), cov).T          # (M, L)
+    offset = msi_lr.mean(1) - response @ hsi.mean(1)
+    return {"glp": glp, "regression": regression, "response": response, "offset": offset}
 
 
 class DetailInjection:
@@ -220,6 +227,64 @@ TRAIN_CONTEXT = 2    # reduced-pair LR pixels around each training patch: the en
                      # detail is computed on whole windows, with CONTEXT)
 
 BASELINES = ("upsample", "glp", "regression")
+
+FULL_CONTEXT = 3     # LR pixels around a full-resolution consistency patch: the encoders' reach and most of the
+                     # MTF degradation's
+
+
+class FullResolution:
+    """The pair itself at full resolution, for INF's consistency terms: a central window of at most
+    ``max_side`` LR pixels (memory independent of the raster size) with what a patch needs around it
+    (LR-HSI, its interpolation, the MSI and its pyramid detail), normalised by ``scale``; ``batch`` gives
+    random patches of ``patch`` LR pixels with ``FULL_CONTEXT`` around them."""
+
+    def __init__(self, info, scale, patch=8, max_side=96):
+        torch = import_torch()
+        r, k, c = info.ratio, CONTEXT, FULL_CONTEXT
+        self.ratio, self.patch = r, min(patch, info.rows, info.cols)
+        h, w = min(info.rows, max_side), min(info.cols, max_side)
+        r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
+        reader = raster.PairReader(info)
+        hsi = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
+        msi = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))[None]
+        with torch.no_grad():
+            lms = mtf.upsample(hsi, r, k - c)
+            det = detail(msi, r)
+        hr = slice(r * (k - c), r * (k + c) + r * h), slice(r * (k - c), r * (k + c) + r * w)
+        self.data = {"ms": hsi[0, :, k - c:k + h + c, k - c:k + w + c] / scale, "lms": lms[0] / scale,
+                     "pan": msi[0][:, hr[0], hr[1]] / scale, "detail": det[0][:, hr[0], hr[1]] / scale}
+
+    def batch(self, size, rng):
+        from .training.datasets import augment
+
+        torch = import_torch()
+        r, p, c = self.ratio, self.patch, FULL_CONTEXT
+        rows, cols = self.data["ms"].shape[-2] - 2 * c, self.data["ms"].shape[-1] - 2 * c
+        out = []
+        for _ in range(size):
+            i, j = int(rng.integers(0, rows - p + 1)), int(rng.integers(0, cols - p + 1))
+            s = {"ms": self.data["ms"][:, i:i + p + 2 * c, j:j + p + 2 * c]}
+            for key in ("lms", "pan", "detail"):
+                s[key] = self.data[key][:, r * i:r * (i + p + 2 * c), r * j:r * (j + p + 2 * c)]
+            out.append(s)
+        return augment({k: torch.stack([s[k] for s in out]) for k in out[0]}, rng)
+
+
+def consistency_loss(out, batch, ratio, response, offset):
+    """INF's full-resolution terms [this project's addition]: the fused HSI degraded by the HSI's MTF and
+    the ratio gives back the LR-HSI (spectral consistency), and seen through the MSI's responses (estimated
+    from the data, ``response`` M x L and ``offset``, normalised units) gives back the MSI (spatial
+    consistency). Both on the patch interior (``FULL_CONTEXT`` LR pixels of image around it)."""
+    torch = import_torch()
+    r, c = int(ratio), FULL_CONTEXT
+    m = c * r
+    low = mtf.degrade_image(out, mtf.mtf_kernel_1d(HSI_GAIN, r), r)
+    spectral = torch.nn.functional.l1_loss(low[..., c:low.shape[-2] - c, c:low.shape[-1] - c],
+                                           batch["ms"][..., c:low.shape[-2] - c, c:low.shape[-1] - c])
+    inner = out[..., m:out.shape[-2] - m, m:out.shape[-1] - m]
+    seen = torch.einsum("ml,blhw->bmhw", response, inner) + offset[None, :, None, None]
+    spatial = torch.nn.functional.l1_loss(seen, batch["pan"][..., m:out.shape[-2] - m, m:out.shape[-1] - m])
+    return spectral + spatial
 
 # --------------------------------------------------------------------------------------------------------
 # INF
@@ -300,8 +365,8 @@ def load_trunk_weights(weights="bundled", preset="small", log=None) -> Optional[
 
 
 def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device="auto", preset="small",
-              weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, train_injection=True, progress=None,
-              is_cancelled=None, log=None):
+              weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, train_injection=True, consistency=1.0,
+              progress=None, is_cancelled=None, log=None):
     """INF for the pair: the pre-trained trunk (``weights``: see ``load_trunk_weights``), band layers for this
     pair with the detail injection at the regression solution, trained ``iterations`` zero-shot steps or
     ``minutes`` (both images degraded by the ratio, the HSI as the target). Returns (net, scale or None,
@@ -324,7 +389,8 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
     trunk = load_trunk_weights(weights, preset, log)
     if trunk is not None:
         load_trunk(net, trunk)
-    net.set_injection(_statistics(info)["regression"])   # start from the regression hypersharpening
+    stats = _statistics(info)
+    net.set_injection(stats["regression"])   # start from the regression hypersharpening
     net = net.to(dev)
     if int(iterations) == 0:
         log("No adaptation: INF's detail-injection starting point.")
@@ -338,16 +404,30 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
     log(f"INF: HSI {len(info.ms_bands)} bands, MSI {info.pan_bands} bands, ratio {r}; adapting on "
         f"{len(crops.windows)} windows of the degraded pair, patches of {crops.patch} pixels.")
     m = c * r
+    full = FullResolution(info, crops.scale) if consistency else None
+    response = torch.as_tensor(stats["response"], dtype=torch.float32, device=dev)
+    offset = torch.as_tensor(stats["offset"] / crops.scale, dtype=torch.float32, device=dev)
+
+    def batches(rng):
+        b = crops.batch(batch, rng, context=c)
+        if full is not None:
+            b.update({"full_" + k: v for k, v in full.batch(max(1, batch // 4), rng).items()})
+        return b
 
     def step_fn(model, b):
         out = model(b["ms"], b["lms"], b["pan"], r, pan_detail=b["detail"])
-        return torch.nn.functional.l1_loss(out[..., m:out.shape[-2] - m, m:out.shape[-1] - m],
+        loss = torch.nn.functional.l1_loss(out[..., m:out.shape[-2] - m, m:out.shape[-1] - m],
                                            b["gt"][..., m:out.shape[-2] - m, m:out.shape[-1] - m])
+        if full is not None:
+            f = {k[5:]: v for k, v in b.items() if k.startswith("full_")}
+            out_full = model(f["ms"], f["lms"], f["pan"], r, pan_detail=f["detail"])
+            loss = loss + consistency * consistency_loss(out_full, f, r, response, offset)
+        return loss
     t0 = time.perf_counter()
     # train_injection=False keeps the injection at its least-squares solution; on the bench's scenes that
     # was 0.1-0.3 dB worse than letting it train with the rest (bench/out/hyperspectral.md, 2026-12-01)
     params = [p for n, p in net.named_parameters() if train_injection or not n.startswith("inject.")]
-    res = train(net, lambda rng: crops.batch(batch, rng, context=c), step_fn, params, iterations=int(iterations),
+    res = train(net, batches, step_fn, params, iterations=int(iterations),
                 lr=lr, minutes=minutes, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
     seconds = time.perf_counter() - t0
     log(f"Adapted in {seconds:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
