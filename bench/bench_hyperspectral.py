@@ -10,7 +10,8 @@ LR-HSI with the MSI and is scored against the HSI: PSNR (peak = the reference ma
 the MSI band best correlated with each HSI band), ``regression`` (detail injection from each HSI band's
 least-squares combination of the MSI bands: INF's starting point), INF adapted on the pair itself
 (zero-shot: it never sees the HSI at full resolution). The baselines of issue 6 are ``upsample`` and
-``glp``; ``regression`` is reported so that what INF's training adds is visible. Writes
+``glp``; ``regression`` (the strongest, Selva et al.'s hypersharpening) is reported so that what INF's
+training adds is visible. Writes
 ``bench/out/hyperspectral.md``.
 
 Scenes: AVIRIS Jasper Ridge (100 x 100, the usual 198-band selection; wavelengths not in the source, taken
@@ -195,12 +196,12 @@ def main(argv=None):
                 lines.append(f"| {name} | {method} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['sam']:.3f} | "
                              f"{v['ergas']:.3f} | {v['seconds']:.1f} |")
             inf = table["inf (scene-adapted)"]
-            wins.append(all(inf["psnr"] > table[m]["psnr"] and inf["sam"] < table[m]["sam"]
-                            for m in ("upsample", "glp")))
+            wins.append([all(inf["psnr"] > table[m]["psnr"] and inf["sam"] < table[m]["sam"] for m in group)
+                         for group in (("upsample", "glp"), ("upsample", "glp", "regression"))])
             gains.append(f"{name}: {inf['psnr'] - table['regression']['psnr']:+.2f} dB PSNR, "
                          f"{inf['sam'] - table['regression']['sam']:+.3f} SAM")
-    lines += ["", f"INF better than both baselines (upsample, glp) on PSNR and SAM on {sum(wins)} of {len(wins)} "
-              "scenes.", "", "INF against its own starting point (regression): " + "; ".join(gains) + "."]
+    lines += ["", f"INF better than both baselines (upsample, glp) on PSNR and SAM on {sum(w[0] for w in wins)} of "
+              f"{len(wins)} scenes; better than all three (regression too) on {sum(w[1] for w in wins)}.", "", "INF against its own starting point (regression): " + "; ".join(gains) + "."]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
