@@ -29,6 +29,23 @@ def test_adapter_file_and_card(adapter):
     assert payload["format"] == "panadapter-adapter" and payload["bands"] == 4 and payload["ratio"] == 2
     assert card["iterations"] == 30 and card["trained_parameters"] > 0
     assert np.isfinite(card["last_loss"])
+    assert card["consistency"] == 1.0   # the full-resolution spectral term is on by default
+
+
+def test_consistency_term_changes_what_is_learned(pair, tmp_path):
+    """consistency=0 trains on the reduced-resolution loss alone. Same seed, so the first reduced batch and
+    the initial weights are the same: the first loss with the term is that loss plus the (positive)
+    full-resolution term; the card says which was used."""
+    pan, ms = pair
+    states, cards = [], []
+    for weight in (0.0, 1.0):
+        out = str(tmp_path / f"c{weight}.pt")
+        cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
+                                    consistency=weight))
+        states.append(torch.load(out, weights_only=True)["state"])
+    assert [c["consistency"] for c in cards] == [0.0, 1.0]
+    assert cards[1]["first_loss"] > cards[0]["first_loss"]
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_adapted_model_sharpens_the_scene(adapter, pair, tmp_path):

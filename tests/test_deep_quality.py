@@ -45,13 +45,15 @@ def test_scene_adapted_panadapter_beats_every_classical_method_on_an_unseen_scen
 
 @pytest.mark.slow
 def test_adaptation_to_another_sensor_sharpens_worldview3(data_dir, tmp_path):
-    """8 bands at ratio 4 from 6-band ratio-2 weights: new band heads learn on a 35 x 36 reduced MS. The
-    adapted model must at least match the classical toolbox: more than halve upsampling's ERGAS and come
-    within 5 % of the best classical ERGAS (measured: 2.51 against MTF-GLP-HPM's 2.54)."""
+    """8 bands at ratio 4 from 6-band ratio-2 weights: new band heads learn on a 35 x 36 reduced MS, with the
+    full-resolution spectral consistency term. The adapted model more than halves upsampling's ERGAS and
+    beats the best classical ERGAS and SAM (bench: 2.41 against MTF-GLP-HPM's 2.54, SAM 3.32 against
+    Brovey's 3.35; without the consistency term it was 2.51 and 3.46)."""
     pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, "wv3_cristianics", 2, METHODS)
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"
     finetune_scene(pan, ms, adapter, sensor=2, iterations=600, device="cpu")
     sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=2, float32=True, device="cpu")
-    ergas, _ = ergas_sam(reference, out, ratio)
+    ergas, sam = ergas_sam(reference, out, ratio)
     assert ergas < 0.5 * classical["upsample"][0], (ergas, classical["upsample"])
-    assert ergas < 1.05 * min(v[0] for v in classical.values()), (ergas, classical)
+    assert ergas < min(v[0] for v in classical.values()), (ergas, classical)
+    assert sam < min(v[1] for v in classical.values()), (sam, classical)

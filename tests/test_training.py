@@ -41,6 +41,36 @@ def test_scene_crops_follow_walds_protocol(data_dir):
     assert torch.allclose(lms[..., 12:-12, 12:-12].float(), b["lms"][..., 12:-12, 12:-12], atol=2e-3)
 
 
+def test_full_resolution_patches_are_the_pair_itself(data_dir):
+    """FullResolutionPatches: the original (not degraded) MS and PAN of a central window, aligned (the PAN
+    patch covers the MS patch's pixels), lms = the 23-tap interpolation of the MS; and the spectral
+    consistency term is zero for an image whose degradation is the MS, positive when shifted by one MS pixel."""
+    from panadapter_qgis.backend import raster
+    from panadapter_qgis.backend.sensors import sensor_by_index
+    from panadapter_qgis.backend.training.datasets import FullResolutionPatches, spectral_consistency
+
+    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_07"
+    info = raster.inspect_pair(str(scene / "pan.tif"), str(scene / "ms.tif"))
+    full = FullResolutionPatches(info, 255.0, patch=32, window=100)
+    reader = raster.PairReader(info)
+    r0 = (info.rows - 100) // 2
+    c0 = (info.cols - 100) // 2
+    assert torch.equal(full.ms, torch.from_numpy(reader.read_ms(r0, r0 + 100, c0, c0 + 100)) / 255.0)
+    assert torch.equal(full.pan, torch.from_numpy(reader.read_pan(2 * r0, 2 * r0 + 200, 2 * c0, 2 * c0 + 200)) / 255.0)
+    b = full.batch(3, np.random.default_rng(0))
+    assert b["ms"].shape == (3, 6, 16, 16) and b["lms"].shape == (3, 6, 32, 32) and b["pan"].shape == (3, 1, 32, 32)
+    lms = mtf.upsample_image(b["ms"].double(), 2)
+    assert torch.allclose(lms[..., 12:-12, 12:-12].float(), b["lms"][..., 12:-12, 12:-12], atol=2e-3)
+
+    gains = sensor_by_index(8).gains_for(info.ms_bands, band_count=6)
+    hr = full.lms[None, :, :64, :64]
+    ms = mtf.degrade_image(hr, [mtf.mtf_kernel_1d(float(g), 2) for g in gains], 2)
+    assert float(spectral_consistency(hr, ms, 2, gains)) < 1e-6
+    assert float(spectral_consistency(torch.roll(hr, 2, dims=-1), ms, 2, gains)) > 1e-3
+    with pytest.raises(PansharpenError, match="multiple of the ratio"):
+        FullResolutionPatches(info, 1.0, patch=31)
+
+
 def test_scene_too_small_and_bad_patch(data_dir, tmp_path):
     scene = data_dir / "pansharpening" / "landsat8_istanbul"
     with pytest.raises(PansharpenError, match="multiple of 4"):

@@ -107,7 +107,8 @@ def _save(payload, output_path):
 
 
 def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, lr=1e-3, device=None, seed=0,
-               progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False, sam_weight=0.0):
+               progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False, sam_weight=0.0,
+               extra_loss=None):
     """Stage 1 then stage 2 of PanAdapter, ``stage2_share`` of the iterations (and minutes) to stage 2.
 
     ``groups``: (stage-1 parameter prefixes, stage-2 prefixes). Returns (results, names of the trained
@@ -126,7 +127,10 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
         log(f"Stage {stage}: {its} iterations, {sum(p.numel() for p in params):,} trainable parameters.")
         report = (lambda f, a=a, b=b: progress(a + (b - a) * f)) if progress else None
         ckpt = f"{checkpoint}.stage{stage}.pt" if checkpoint else None
-        results.append(train(net, batches, l1_step(stage, sam_weight), params, iterations=its, lr=lr, minutes=mins,
+        step = l1_step(stage, sam_weight)
+        if extra_loss is not None:
+            step = (lambda model, b, step=step, stage=stage: step(model, b) + extra_loss(model, b, stage))
+        results.append(train(net, batches, step, params, iterations=its, lr=lr, minutes=mins,
                              device=device, seed=seed + stage, progress=report, is_cancelled=is_cancelled,
                              log=log, checkpoint=ckpt, resume=resume))
     return results, trained, (2 if n2 >= 1 else 1)
@@ -135,13 +139,15 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
-                   stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=0.0,
+                   stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=0.0, consistency=1.0,
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
 
     ``base_weights``: ``"bundled"`` (the default; plain random initialisation when the plugin ships none),
-    a checkpoint path, or None for random initialisation.
+    a checkpoint path, or None for random initialisation. ``consistency`` (PanAdapter): weight of a
+    full-resolution term beside the reduced-resolution L1 loss: patches of the pair itself, fused and degraded
+    by the sensor MTF and the ratio, should give back their MS (0: the reduced-resolution loss only).
     """
     torch = import_torch()
     log = log or (lambda msg: None)
@@ -174,7 +180,22 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         f"{crops.scale:.4g}).")
     lr = lr or (LBAF_LR if model == "ssdiff" and base else 1e-3)
     t0 = time.perf_counter()
-    batches = lambda rng: crops.batch(batch, rng)  # noqa: E731
+    full = None
+    if consistency and model == "panadapter":
+        # full-resolution spectral consistency: the pair itself, fused and degraded, gives back its MS
+        from .training.datasets import FullResolutionPatches, spectral_consistency
+
+        full = FullResolutionPatches(crops.info, crops.scale, crops.patch)
+
+    def batches(rng):
+        b = crops.batch(batch, rng)
+        if full is not None:
+            b.update({"full_" + k: v for k, v in full.batch(max(1, batch // 2), rng).items()})
+        return b
+
+    def extra_loss(model, b, stage):
+        fused = model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage)
+        return float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains)
     extra = {}
     if model == "ssdiff":
         results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
@@ -186,13 +207,14 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         groups = (net.ADAPT_STAGE1, net.ADAPT) if base else (net.STAGE1, net.STAGE2)
         results, trained, stage = two_stages(net, batches, groups, int(iterations), stage2_share, minutes=minutes,
                                              lr=lr, device=dev, seed=seed, sam_weight=sam_weight,
+                                             extra_loss=extra_loss if full is not None else None,
                                              progress=progress, is_cancelled=is_cancelled, log=log)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
                 first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
                 trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)),
-                **extra)
+                consistency=float(consistency) if full is not None else 0.0, **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
                    sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
                    state=state, card=card)

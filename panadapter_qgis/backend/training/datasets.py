@@ -161,3 +161,51 @@ def _starts(n, window, r):
         return [0]
     last = (n - window) // r * r
     return sorted(set(list(range(0, last, window)) + [last]))
+
+
+class FullResolutionPatches:
+    """Patches of the pair itself at full resolution (no reference exists there): ``ms`` (C, p/r, p/r),
+    its interpolation ``lms`` (C, p, p) and ``pan`` (1, p, p), normalised by ``scale``, from a central
+    window of at most ``window`` MS pixels read with a halo (memory independent of the raster size). For
+    consistency terms of a scene adaptation: the fused patch, degraded by the sensor MTF and the ratio, should
+    give back ``ms``."""
+
+    HALO = 12  # MS pixels: the 23-tap interpolator's reach
+
+    def __init__(self, info, scale, patch, window=256):
+        r = self.ratio = info.ratio
+        if patch % r:
+            raise PansharpenError(f"Patch size {patch} is not a multiple of the ratio {r}.")
+        p = patch // r
+        if min(info.rows, info.cols) < p:
+            raise PansharpenError(f"The scene ({info.cols} x {info.rows} MS pixels) is smaller than one "
+                                  f"full-resolution patch ({p} MS pixels).")
+        self.p = p
+        h, w = min(info.rows, window), min(info.cols, window)
+        r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
+        reader = raster.PairReader(info)
+        k = self.HALO
+        ms = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
+        pan = torch.from_numpy(reader.read_pan(r * r0, r * (r0 + h), r * c0, r * (c0 + w)))
+        with torch.no_grad():
+            lms = mtf.upsample(ms, r, k)[0]
+        self.ms, self.lms, self.pan = ms[0, :, k:k + h, k:k + w] / scale, lms / scale, pan / scale
+
+    def batch(self, size, rng):
+        r, p = self.ratio, self.p
+        out = []
+        for _ in range(size):
+            i = int(rng.integers(0, self.ms.shape[-2] - p + 1))
+            j = int(rng.integers(0, self.ms.shape[-1] - p + 1))
+            out.append({"ms": self.ms[:, i:i + p, j:j + p], "lms": self.lms[:, r * i:r * (i + p), r * j:r * (j + p)],
+                        "pan": self.pan[:, r * i:r * (i + p), r * j:r * (j + p)]})
+        return augment({key: torch.stack([s[key] for s in out]) for key in out[0]}, rng)
+
+
+def spectral_consistency(fused, ms, ratio, gains, margin=2):
+    """L1 between the fused patch degraded by the sensor MTF (``gains``, one per band) and the ratio, and the
+    MS it was made from, ``margin`` MS pixels in from the patch border (the filter's replicated edges)."""
+    low = mtf.degrade_image(fused, [mtf.mtf_kernel_1d(float(g), ratio) for g in gains], ratio)
+    m = margin
+    return torch.nn.functional.l1_loss(low[..., m:low.shape[-2] - m, m:low.shape[-1] - m],
+                                       ms[..., m:ms.shape[-2] - m, m:ms.shape[-1] - m])
