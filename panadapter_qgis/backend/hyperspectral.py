@@ -275,12 +275,12 @@ def consistency_loss(out, batch, ratio, response, offset):
     the ratio gives back the LR-HSI (spectral consistency), and seen through the MSI's responses (estimated
     from the data, ``response`` M x L and ``offset``, normalised units) gives back the MSI (spatial
     consistency). Both on the patch interior (``FULL_CONTEXT`` LR pixels of image around it)."""
+    from .training.datasets import spectral_consistency
+
     torch = import_torch()
     r, c = int(ratio), FULL_CONTEXT
     m = c * r
-    low = mtf.degrade_image(out, mtf.mtf_kernel_1d(HSI_GAIN, r), r)
-    spectral = torch.nn.functional.l1_loss(low[..., c:low.shape[-2] - c, c:low.shape[-1] - c],
-                                           batch["ms"][..., c:low.shape[-2] - c, c:low.shape[-1] - c])
+    spectral = spectral_consistency(out, batch["ms"], r, HSI_GAIN, margin=c)
     inner = out[..., m:out.shape[-2] - m, m:out.shape[-1] - m]
     seen = torch.einsum("ml,blhw->bmhw", response, inner) + offset[None, :, None, None]
     spatial = torch.nn.functional.l1_loss(seen, batch["pan"][..., m:out.shape[-2] - m, m:out.shape[-1] - m])

@@ -203,9 +203,12 @@ class FullResolutionPatches:
 
 
 def spectral_consistency(fused, ms, ratio, gains, margin=2):
-    """L1 between the fused patch degraded by the sensor MTF (``gains``, one per band) and the ratio, and the
-    MS it was made from, ``margin`` MS pixels in from the patch border (the filter's replicated edges)."""
-    low = mtf.degrade_image(fused, [mtf.mtf_kernel_1d(float(g), ratio) for g in gains], ratio)
+    """L1 between the fused patch degraded by the sensor MTF (``gains``: one per band, or one for all) and the
+    ratio, and the MS it was made from, ``margin`` MS pixels in from the patch border (the filter's replicated
+    edges)."""
+    kernels = (mtf.mtf_kernel_1d(float(gains), ratio) if np.ndim(gains) == 0
+               else [mtf.mtf_kernel_1d(float(g), ratio) for g in gains])
+    low = mtf.degrade_image(fused, kernels, ratio)
     m = margin
     return torch.nn.functional.l1_loss(low[..., m:low.shape[-2] - m, m:low.shape[-1] - m],
                                        ms[..., m:ms.shape[-2] - m, m:ms.shape[-1] - m])
