@@ -30,22 +30,24 @@ def test_adapter_file_and_card(adapter):
     assert card["iterations"] == 30 and card["trained_parameters"] > 0
     assert np.isfinite(card["last_loss"])
     assert card["consistency"] == 1.0   # the full-resolution spectral term is on by default
+    assert card["spatial"] == 0.3       # and so is the D_s-like one
 
 
-def test_consistency_term_changes_what_is_learned(pair, tmp_path):
-    """consistency=0 trains on the reduced-resolution loss alone. Same seed, so the first reduced batch and
-    the initial weights are the same: the first loss with the term is that loss plus the (positive)
-    full-resolution term; the card says which was used."""
+def test_consistency_terms_change_what_is_learned(pair, tmp_path):
+    """consistency=0 trains on the reduced-resolution loss alone; consistency=1 adds the full-resolution
+    spectral term, spatial=0.3 the D_s-like one as well. Same seed, so the first reduced batch and the initial
+    weights are the same: each term adds a positive amount to the first loss; the card says which were used."""
     pan, ms = pair
     states, cards = [], []
-    for weight in (0.0, 1.0):
-        out = str(tmp_path / f"c{weight}.pt")
+    for consistency, spatial in ((0.0, 0.0), (1.0, 0.0), (1.0, 0.3)):
+        out = str(tmp_path / f"c{consistency}_{spatial}.pt")
         cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
-                                    consistency=weight))
+                                    consistency=consistency, spatial=spatial))
         states.append(torch.load(out, weights_only=True)["state"])
-    assert [c["consistency"] for c in cards] == [0.0, 1.0]
-    assert cards[1]["first_loss"] > cards[0]["first_loss"]
-    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert [(c["consistency"], c["spatial"]) for c in cards] == [(0.0, 0.0), (1.0, 0.0), (1.0, 0.3)]
+    assert cards[0]["first_loss"] < cards[1]["first_loss"] < cards[2]["first_loss"]
+    for a, b in ((0, 1), (1, 2)):
+        assert any(not torch.equal(states[a][k], states[b][k]) for k in states[a])
 
 
 def test_adapted_model_sharpens_the_scene(adapter, pair, tmp_path):

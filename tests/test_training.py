@@ -71,6 +71,41 @@ def test_full_resolution_patches_are_the_pair_itself(data_dir):
         FullResolutionPatches(info, 1.0, patch=31)
 
 
+def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
+    """FullResolutionPatches.pan_lp is D_s's low-resolution PAN (``interp23tap(imresize(P, 1/r))`` as the
+    full-resolution assessment computes it), and spatial_consistency is D_s on distinct blocks (the metric's
+    Q on 32 x 32 blocks, mean |Q(F_b, P) - Q(MS_b, P_LP)|); MS with the PAN's details injected by regression
+    gains scores better than the plain interpolated MS."""
+    from panadapter_qgis.backend import assess, metrics, raster
+    from panadapter_qgis.backend.training.datasets import FullResolutionPatches, spatial_consistency
+
+    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_07"
+    info = raster.inspect_pair(str(scene / "pan.tif"), str(scene / "ms.tif"))
+    full = FullResolutionPatches(info, 255.0, patch=64, window=100)
+    r0, c0 = (info.rows - 100) // 2, (info.cols - 100) // 2
+    reference = assess._FullResolutionTiles(info).pan_lowres_up(2 * r0, 2 * r0 + 200, 2 * c0, 2 * c0 + 200)
+    assert np.allclose(full.pan_lp[0].double().numpy() * 255.0, reference, atol=0.05)
+
+    b = full.batch(4, np.random.default_rng(3))
+    lms, pan, pan_lp = b["lms"].double(), b["pan"].double(), b["pan_lp"].double()
+    # the PAN's details injected with each band's regression gain on the low-passed PAN (as GSA does)
+    centred = [v - v.mean(dim=(-2, -1), keepdim=True) for v in (lms, pan_lp)]
+    gain = (centred[0] * centred[1]).mean(dim=(-2, -1), keepdim=True) / centred[1].pow(2).mean(dim=(-2, -1), keepdim=True)
+    injected = lms + gain * (pan - pan_lp)
+
+    def d_s(fused):
+        q_high = metrics.q_block_map(fused.numpy(), pan.numpy(), 32)
+        q_low = metrics.q_block_map(lms.numpy(), pan_lp.numpy(), 32)
+        return float(np.abs(q_high - q_low).mean())
+
+    for fused in (lms, injected):
+        assert float(spatial_consistency(fused, lms, pan, pan_lp)) == pytest.approx(d_s(fused), abs=1e-5)
+    assert float(spatial_consistency(injected, lms, pan, pan_lp)) < float(spatial_consistency(lms, lms, pan, pan_lp))
+    fused = lms.clone().requires_grad_(True)
+    spatial_consistency(fused, lms, pan, pan_lp).backward()
+    assert torch.isfinite(fused.grad).all() and float(fused.grad.abs().sum()) > 0
+
+
 def test_scene_too_small_and_bad_patch(data_dir, tmp_path):
     scene = data_dir / "pansharpening" / "landsat8_istanbul"
     with pytest.raises(PansharpenError, match="multiple of 4"):

@@ -165,7 +165,8 @@ def _starts(n, window, r):
 
 class FullResolutionPatches:
     """Patches of the pair itself at full resolution (no reference exists there): ``ms`` (C, p/r, p/r),
-    its interpolation ``lms`` (C, p, p) and ``pan`` (1, p, p), normalised by ``scale``, from a central
+    its interpolation ``lms`` (C, p, p), ``pan`` (1, p, p) and ``pan_lp`` (1, p, p: the PAN reduced to the MS
+    scale and interpolated back, as D_s's ``interp23tap(imresize(P, 1/r))``), normalised by ``scale``, from a central
     window of at most ``window`` MS pixels read with a halo (memory independent of the raster size). For
     consistency terms of a scene adaptation: the fused patch, degraded by the sensor MTF and the ratio, should
     give back ``ms``."""
@@ -186,10 +187,15 @@ class FullResolutionPatches:
         reader = raster.PairReader(info)
         k = self.HALO
         ms = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
-        pan = torch.from_numpy(reader.read_pan(r * r0, r * (r0 + h), r * c0, r * (c0 + w)))
+        # the PAN with the same halo: its reduced-and-interpolated version (D_s's low-resolution reference)
+        pan = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))
         with torch.no_grad():
             lms = mtf.upsample(ms, r, k)[0]
+            pan_low = mtf.degrade_image(pan[None].double(), mtf.bicubic_decimation_kernel_1d(r), r)
+            pan_lp = mtf.upsample(pan_low, r, k)[0].float()
+        pan = pan[:, r * k:r * (k + h), r * k:r * (k + w)]
         self.ms, self.lms, self.pan = ms[0, :, k:k + h, k:k + w] / scale, lms / scale, pan / scale
+        self.pan_lp = pan_lp / scale
 
     def batch(self, size, rng):
         r, p = self.ratio, self.p
@@ -198,7 +204,8 @@ class FullResolutionPatches:
             i = int(rng.integers(0, self.ms.shape[-2] - p + 1))
             j = int(rng.integers(0, self.ms.shape[-1] - p + 1))
             out.append({"ms": self.ms[:, i:i + p, j:j + p], "lms": self.lms[:, r * i:r * (i + p), r * j:r * (j + p)],
-                        "pan": self.pan[:, r * i:r * (i + p), r * j:r * (j + p)]})
+                        "pan": self.pan[:, r * i:r * (i + p), r * j:r * (j + p)],
+                        "pan_lp": self.pan_lp[:, r * i:r * (i + p), r * j:r * (j + p)]})
         return augment({key: torch.stack([s[key] for s in out]) for key in out[0]}, rng)
 
 
@@ -212,3 +219,24 @@ def spectral_consistency(fused, ms, ratio, gains, margin=2):
     m = margin
     return torch.nn.functional.l1_loss(low[..., m:low.shape[-2] - m, m:low.shape[-1] - m],
                                        ms[..., m:ms.shape[-2] - m, m:ms.shape[-1] - m])
+
+
+def block_q(x, y, block):
+    """UIQI of x and y (B, C, H, W) on distinct ``block`` x ``block`` blocks: (B, C, H/block, W/block)."""
+    pool = lambda a: torch.nn.functional.avg_pool2d(a, block, block)  # noqa: E731
+    mx, my = pool(x), pool(y)
+    vx, vy = pool(x * x) - mx * mx, pool(y * y) - my * my
+    cxy = pool(x * y) - mx * my
+    eps = 1e-12  # flat blocks (both constant): 0 instead of the toolbox's NaN
+    return 4 * cxy * mx * my / ((vx + vy) * (mx * mx + my * my) + eps)
+
+
+def spatial_consistency(fused, lms, pan, pan_lp, block=32):
+    """D_s as a loss: mean over bands and ``block`` x ``block`` blocks of ``|Q(F_b, P) - Q(MS_b, P_LP)|``,
+    ``lms`` the interpolated MS and ``pan_lp`` the PAN reduced and interpolated back (``FullResolutionPatches``):
+    each band should relate to the PAN at full resolution as the MS relates to it at the MS scale (the
+    inter-scale invariance of QNR). ``block`` shrinks to the patch size when the patch is smaller."""
+    block = min(block, fused.shape[-1], fused.shape[-2])
+    with torch.no_grad():
+        target = block_q(lms, pan_lp.expand_as(lms), block)
+    return (block_q(fused, pan.expand_as(fused), block) - target).abs().mean()
