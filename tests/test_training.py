@@ -55,15 +55,15 @@ def test_full_resolution_patches_are_the_pair_itself(data_dir):
     reader = raster.PairReader(info)
     r0 = (info.rows - 100) // 2
     c0 = (info.cols - 100) // 2
-    assert torch.equal(full.ms, torch.from_numpy(reader.read_ms(r0, r0 + 100, c0, c0 + 100)) / 255.0)
-    assert torch.equal(full.pan, torch.from_numpy(reader.read_pan(2 * r0, 2 * r0 + 200, 2 * c0, 2 * c0 + 200)) / 255.0)
+    assert torch.equal(full.data["ms"], torch.from_numpy(reader.read_ms(r0, r0 + 100, c0, c0 + 100)) / 255.0)
+    assert torch.equal(full.data["pan"], torch.from_numpy(reader.read_pan(2 * r0, 2 * r0 + 200, 2 * c0, 2 * c0 + 200)) / 255.0)
     b = full.batch(3, np.random.default_rng(0))
     assert b["ms"].shape == (3, 6, 16, 16) and b["lms"].shape == (3, 6, 32, 32) and b["pan"].shape == (3, 1, 32, 32)
     lms = mtf.upsample_image(b["ms"].double(), 2)
     assert torch.allclose(lms[..., 12:-12, 12:-12].float(), b["lms"][..., 12:-12, 12:-12], atol=2e-3)
 
     gains = sensor_by_index(8).gains_for(info.ms_bands, band_count=6)
-    hr = full.lms[None, :, :64, :64]
+    hr = full.data["lms"][None, :, :64, :64]
     ms = mtf.degrade_image(hr, [mtf.mtf_kernel_1d(float(g), 2) for g in gains], 2)
     assert float(spectral_consistency(hr, ms, 2, gains)) < 1e-6
     assert float(spectral_consistency(torch.roll(hr, 2, dims=-1), ms, 2, gains)) > 1e-3
@@ -72,7 +72,7 @@ def test_full_resolution_patches_are_the_pair_itself(data_dir):
 
 
 def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
-    """FullResolutionPatches.pan_lp is D_s's low-resolution PAN (``interp23tap(imresize(P, 1/r))`` as the
+    """FullResolutionPatches.data["pan_lp"] is D_s's low-resolution PAN (``interp23tap(imresize(P, 1/r))`` as the
     full-resolution assessment computes it), and spatial_consistency is D_s on distinct blocks (the metric's
     Q on 32 x 32 blocks, mean |Q(F_b, P) - Q(MS_b, P_LP)|); MS with the PAN's details injected by regression
     gains scores better than the plain interpolated MS."""
@@ -84,7 +84,7 @@ def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
     full = FullResolutionPatches(info, 255.0, patch=64, window=100)
     r0, c0 = (info.rows - 100) // 2, (info.cols - 100) // 2
     reference = assess._FullResolutionTiles(info).pan_lowres_up(2 * r0, 2 * r0 + 200, 2 * c0, 2 * c0 + 200)
-    assert np.allclose(full.pan_lp[0].double().numpy() * 255.0, reference, atol=0.05)
+    assert np.allclose(full.data["pan_lp"][0].double().numpy() * 255.0, reference, atol=0.05)
 
     b = full.batch(4, np.random.default_rng(3))
     lms, pan, pan_lp = b["lms"].double(), b["pan"].double(), b["pan_lp"].double()

@@ -234,19 +234,17 @@ FULL_CONTEXT = 3     # LR pixels around a full-resolution consistency patch: the
 
 class FullResolution:
     """The pair itself at full resolution, for INF's consistency terms: a central window of at most
-    ``max_side`` LR pixels (memory independent of the raster size) with what a patch needs around it
+    ``max_side`` LR pixels (``training.datasets.read_central_window``) with what a patch needs around it
     (LR-HSI, its interpolation, the MSI and its pyramid detail), normalised by ``scale``; ``batch`` gives
     random patches of ``patch`` LR pixels with ``FULL_CONTEXT`` around them."""
 
     def __init__(self, info, scale, patch=8, max_side=96):
+        from .training.datasets import read_central_window
+
         torch = import_torch()
         r, k, c = info.ratio, CONTEXT, FULL_CONTEXT
         self.ratio, self.patch = r, min(patch, info.rows, info.cols)
-        h, w = min(info.rows, max_side), min(info.cols, max_side)
-        r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
-        reader = raster.PairReader(info)
-        hsi = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
-        msi = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))[None]
+        hsi, msi, (h, w) = read_central_window(info, max_side, k)
         with torch.no_grad():
             lms = mtf.upsample(hsi, r, k - c)
             det = detail(msi, r)
@@ -255,19 +253,9 @@ class FullResolution:
                      "pan": msi[0][:, hr[0], hr[1]] / scale, "detail": det[0][:, hr[0], hr[1]] / scale}
 
     def batch(self, size, rng):
-        from .training.datasets import augment
+        from .training.datasets import random_patches
 
-        torch = import_torch()
-        r, p, c = self.ratio, self.patch, FULL_CONTEXT
-        rows, cols = self.data["ms"].shape[-2] - 2 * c, self.data["ms"].shape[-1] - 2 * c
-        out = []
-        for _ in range(size):
-            i, j = int(rng.integers(0, rows - p + 1)), int(rng.integers(0, cols - p + 1))
-            s = {"ms": self.data["ms"][:, i:i + p + 2 * c, j:j + p + 2 * c]}
-            for key in ("lms", "pan", "detail"):
-                s[key] = self.data[key][:, r * i:r * (i + p + 2 * c), r * j:r * (j + p + 2 * c)]
-            out.append(s)
-        return augment({k: torch.stack([s[k] for s in out]) for k in out[0]}, rng)
+        return random_patches(self.data, self.ratio, self.patch + 2 * FULL_CONTEXT, size, rng)
 
 
 def consistency_loss(out, batch, ratio, response, offset):

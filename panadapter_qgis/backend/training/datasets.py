@@ -163,13 +163,38 @@ def _starts(n, window, r):
     return sorted(set(list(range(0, last, window)) + [last]))
 
 
+def read_central_window(info, window, halo):
+    """The pair's central window of at most ``window`` x ``window`` MS pixels with ``halo`` MS pixels around it
+    (the raster's edge replicated where it is near): MS (1, C, h + 2 halo, w + 2 halo) and PAN (1, 1, r times
+    that), DN, as float32 tensors, and (h, w). Memory does not depend on the raster size."""
+    r, k = info.ratio, halo
+    h, w = min(info.rows, window), min(info.cols, window)
+    r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
+    reader = raster.PairReader(info)
+    ms = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
+    pan = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))[None]
+    return ms, pan, (h, w)
+
+
+def random_patches(data, ratio, span, size, rng, low=("ms",)):
+    """``size`` random aligned patches of ``span`` MS pixels from ``data`` (tensors (C, H, W) of one area: the
+    keys in ``low`` at the MS scale, the others at ``ratio`` times it), stacked and augmented (``augment``)."""
+    rows, cols = data[low[0]].shape[-2], data[low[0]].shape[-1]
+    out = []
+    for _ in range(size):
+        i, j = int(rng.integers(0, rows - span + 1)), int(rng.integers(0, cols - span + 1))
+        out.append({key: (v[:, i:i + span, j:j + span] if key in low else
+                          v[:, ratio * i:ratio * (i + span), ratio * j:ratio * (j + span)])
+                    for key, v in data.items()})
+    return augment({key: torch.stack([s[key] for s in out]) for key in data}, rng)
+
+
 class FullResolutionPatches:
     """Patches of the pair itself at full resolution (no reference exists there): ``ms`` (C, p/r, p/r),
     its interpolation ``lms`` (C, p, p), ``pan`` (1, p, p) and ``pan_lp`` (1, p, p: the PAN reduced to the MS
     scale and interpolated back, as D_s's ``interp23tap(imresize(P, 1/r))``), normalised by ``scale``, from a central
-    window of at most ``window`` MS pixels read with a halo (memory independent of the raster size). For
-    consistency terms of a scene adaptation: the fused patch, degraded by the sensor MTF and the ratio, should
-    give back ``ms``."""
+    window of at most ``window`` MS pixels read with a halo (``read_central_window``). For consistency terms of a
+    scene adaptation: the fused patch, degraded by the sensor MTF and the ratio, should give back ``ms``."""
 
     HALO = 12  # MS pixels: the 23-tap interpolator's reach
 
@@ -182,31 +207,19 @@ class FullResolutionPatches:
             raise PansharpenError(f"The scene ({info.cols} x {info.rows} MS pixels) is smaller than one "
                                   f"full-resolution patch ({p} MS pixels).")
         self.p = p
-        h, w = min(info.rows, window), min(info.cols, window)
-        r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
-        reader = raster.PairReader(info)
         k = self.HALO
-        ms = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
-        # the PAN with the same halo: its reduced-and-interpolated version (D_s's low-resolution reference)
-        pan = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))
+        ms, pan, (h, w) = read_central_window(info, window, k)
         with torch.no_grad():
             lms = mtf.upsample(ms, r, k)[0]
-            pan_low = mtf.degrade_image(pan[None].double(), mtf.bicubic_decimation_kernel_1d(r), r)
+            # D_s's low-resolution reference: the PAN (with the same halo) reduced and interpolated back
+            pan_low = mtf.degrade_image(pan.double(), mtf.bicubic_decimation_kernel_1d(r), r)
             pan_lp = mtf.upsample(pan_low, r, k)[0].float()
-        pan = pan[:, r * k:r * (k + h), r * k:r * (k + w)]
-        self.ms, self.lms, self.pan = ms[0, :, k:k + h, k:k + w] / scale, lms / scale, pan / scale
-        self.pan_lp = pan_lp / scale
+        pan = pan[0, :, r * k:r * (k + h), r * k:r * (k + w)]
+        self.data = {"ms": ms[0, :, k:k + h, k:k + w] / scale, "lms": lms / scale, "pan": pan / scale,
+                     "pan_lp": pan_lp / scale}
 
     def batch(self, size, rng):
-        r, p = self.ratio, self.p
-        out = []
-        for _ in range(size):
-            i = int(rng.integers(0, self.ms.shape[-2] - p + 1))
-            j = int(rng.integers(0, self.ms.shape[-1] - p + 1))
-            out.append({"ms": self.ms[:, i:i + p, j:j + p], "lms": self.lms[:, r * i:r * (i + p), r * j:r * (j + p)],
-                        "pan": self.pan[:, r * i:r * (i + p), r * j:r * (j + p)],
-                        "pan_lp": self.pan_lp[:, r * i:r * (i + p), r * j:r * (j + p)]})
-        return augment({key: torch.stack([s[key] for s in out]) for key in out[0]}, rng)
+        return random_patches(self.data, self.ratio, self.p, size, rng)
 
 
 def spectral_consistency(fused, ms, ratio, gains, margin=2):
