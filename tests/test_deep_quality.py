@@ -34,7 +34,7 @@ def test_scene_adapted_panadapter_beats_every_classical_method_on_an_unseen_scen
     ``make bench-quality``, README). The full-resolution spatial term (``adapt.SPATIAL_WEIGHT``, 0.3) costs
     reduced-resolution ERGAS for full-resolution HQNR: here 3.99 against 3.48 without it and 4.39 for the best
     classical method; measured 3.61 at weight 0.1, which loses Sentinel-2 T33UUB's HQNR (0.979
-    against MTF-GLP-FS's 0.989)."""
+    against PRACS's 0.989)."""
     pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, "landsat7_fusebox/scene_10", 8, METHODS)
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"
     card = finetune_scene(pan, ms, adapter, sensor=8, iterations=600, device="cpu")

@@ -140,13 +140,12 @@ def _statistics(info, gain=HSI_GAIN, max_side=512, responses=None):
       it (the per-band synthetic guide of hypersharpening, Selva et al. 2015), a tiny ridge keeping it
       defined when MSI bands are collinear.
     """
-    torch = import_torch()
+    import_torch()  # the error that says how to install it, before the training modules import torch
+    from .training.datasets import read_central_window
+
     r = info.ratio
-    h, w = min(info.rows, max_side), min(info.cols, max_side)
-    r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
-    reader = raster.PairReader(info)
-    hsi = reader.read_ms(r0, r0 + h, c0, c0 + w).reshape(len(info.ms_bands), -1).astype(np.float64)
-    msi = torch.from_numpy(reader.read_pan(r * r0, r * (r0 + h), r * c0, r * (c0 + w)))[None]
+    hsi, msi, _ = read_central_window(info, max_side)
+    hsi = hsi[0].numpy().reshape(len(info.ms_bands), -1).astype(np.float64)
     msi_lr = mtf.degrade_image(msi, mtf.mtf_kernel_1d(gain, r), r)[0].numpy()
     msi_lr = msi_lr.reshape(msi_lr.shape[0], -1).astype(np.float64)
     return injection_matrices(hsi, msi_lr, responses)
@@ -239,9 +238,9 @@ class FullResolution:
     random patches of ``patch`` LR pixels with ``FULL_CONTEXT`` around them."""
 
     def __init__(self, info, scale, patch=8, max_side=96):
+        torch = import_torch()
         from .training.datasets import read_central_window
 
-        torch = import_torch()
         r, k, c = info.ratio, CONTEXT, FULL_CONTEXT
         self.ratio, self.patch = r, min(patch, info.rows, info.cols)
         hsi, msi, (h, w) = read_central_window(info, max_side, k)

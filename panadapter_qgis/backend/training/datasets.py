@@ -115,9 +115,7 @@ class SceneCrops:
 
     def _degrade(self, reader, r0, c0, size):
         r, h, m = self.ratio, self.halo, self.context * self.ratio
-        ms = torch.from_numpy(reader.read_ms(r0 - h, r0 + size + h, c0 - h, c0 + size + h))[None]
-        pan = torch.from_numpy(reader.read_pan(r * (r0 - h), r * (r0 + size + h), r * (c0 - h),
-                                               r * (c0 + size + h)))[None]
+        ms, pan = read_pair_window(reader, r, r0, c0, size, size, h)
         with torch.no_grad():
             pan_lr, ms_lr = mtf.wald_degrade(pan, ms, r, self.gains, self.pan_gain, self.pan_mode)
             hl = h // r
@@ -163,17 +161,22 @@ def _starts(n, window, r):
     return sorted(set(list(range(0, last, window)) + [last]))
 
 
-def read_central_window(info, window, halo):
-    """The pair's central window of at most ``window`` x ``window`` MS pixels with ``halo`` MS pixels around it
-    (the raster's edge replicated where it is near): MS (1, C, h + 2 halo, w + 2 halo) and PAN (1, 1, r times
-    that), DN, as float32 tensors, and (h, w). Memory does not depend on the raster size."""
-    r, k = info.ratio, halo
-    h, w = min(info.rows, window), min(info.cols, window)
-    r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
-    reader = raster.PairReader(info)
+def read_pair_window(reader, ratio, r0, c0, h, w, halo=0):
+    """MS rows r0..r0+h-1, cols c0..c0+w-1 with ``halo`` MS pixels around them (the raster's edge replicated
+    where it is near), and the PAN over the same ground: MS (1, C, h + 2 halo, w + 2 halo) and PAN (1, 1,
+    ``ratio`` times that), DN, as float32 tensors. ``reader``: a ``raster.PairReader``."""
+    r, k = ratio, halo
     ms = torch.from_numpy(reader.read_ms(r0 - k, r0 + h + k, c0 - k, c0 + w + k))[None]
     pan = torch.from_numpy(reader.read_pan(r * (r0 - k), r * (r0 + h + k), r * (c0 - k), r * (c0 + w + k)))[None]
-    return ms, pan, (h, w)
+    return ms, pan
+
+
+def read_central_window(info, window, halo=0):
+    """``read_pair_window`` on the pair's central window of at most ``window`` x ``window`` MS pixels: MS, PAN
+    and (h, w). Memory does not depend on the raster size."""
+    h, w = min(info.rows, window), min(info.cols, window)
+    r0, c0 = (info.rows - h) // 2, (info.cols - w) // 2
+    return read_pair_window(raster.PairReader(info), info.ratio, r0, c0, h, w, halo) + ((h, w),)
 
 
 def random_patches(data, ratio, span, size, rng, low=("ms",)):
