@@ -46,6 +46,69 @@ def test_upsample_preserves_constants(ratio):
     assert torch.allclose(mtf.upsample_image(x, ratio), torch.tensor(7.5, dtype=torch.float64))
 
 
+def _upsample_by_definition(x, ratio, halo):
+    """out[p] = sum_i ms[i] K[p - r i - m_min] on each axis, summed pixel by pixel in numpy."""
+    k, m_min = mtf.interp_kernel(ratio)
+    x = x.numpy()
+    h, w = x.shape[2] - 2 * halo, x.shape[3] - 2 * halo
+
+    def weights(n_out, n_in):
+        m = np.zeros((n_out, n_in))
+        for p in range(n_out):
+            for i in range(-halo, n_in - halo):
+                t = p - ratio * i - m_min
+                if 0 <= t < len(k):
+                    m[p, i + halo] = k[t]
+        return m
+    rows, cols = weights(ratio * h, h + 2 * halo), weights(ratio * w, w + 2 * halo)
+    return np.einsum("pi,bcij,qj->bcpq", rows, x, cols)
+
+
+@pytest.mark.parametrize("ratio", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 70), (37, 19)])
+def test_upsample_is_the_polyphase_definition(ratio, shape):
+    """The block matrix products give the interpolator's sums, whatever the size (partial last blocks)."""
+    halo = mtf.interp_halo(ratio)
+    x = torch.rand(2, 3, shape[0] + 2 * halo, shape[1] + 2 * halo, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(ratio))
+    out = mtf.upsample(x, ratio, halo)
+    assert out.shape == (2, 3, ratio * shape[0], ratio * shape[1])
+    np.testing.assert_allclose(out.numpy(), _upsample_by_definition(x, ratio, halo), rtol=0, atol=1e-12)
+
+
+def _correlate_by_definition(x, kernels, stride, offset):
+    x = x.numpy()[:, :, offset:, offset:]
+    kernels = np.atleast_2d(kernels)
+    length = kernels.shape[1]
+    n_out = kernels.shape[0] if kernels.shape[0] > 1 else x.shape[1]
+    rows = (x.shape[2] - length) // stride + 1
+    cols = (x.shape[3] - length) // stride + 1
+    out = np.zeros((x.shape[0], n_out, rows, cols))
+    for ch in range(n_out):
+        k = kernels[ch if kernels.shape[0] > 1 else 0]
+        src = x[:, 0 if x.shape[1] == 1 else ch]
+        for i in range(rows):
+            for j in range(cols):
+                patch = src[:, i * stride:i * stride + length, j * stride:j * stride + length]
+                out[:, ch, i, j] = np.einsum("bij,i,j->b", patch, k, k)
+    return out
+
+
+@pytest.mark.parametrize("channels, n_kernels", [(3, 1), (3, 3), (1, 3)])
+@pytest.mark.parametrize("stride, offset", [(1, 0), (1, 2), (4, 3)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_filter_valid_is_the_separable_correlation(channels, n_kernels, stride, offset, batch):
+    """One shared kernel, one per channel, or one channel through several kernels; plain or decimating."""
+    kernels = [mtf.mtf_kernel_1d(g, 4) for g in (0.29, 0.3, 0.36)][:n_kernels]
+    kernels = kernels[0] if n_kernels == 1 else kernels
+    x = torch.rand(batch, channels, 41 + 70 + offset, 41 + 9 + offset, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(stride))
+    out = mtf.filter_valid(x, kernels, stride=stride, offset=offset)
+    expected = _correlate_by_definition(x, kernels, stride, offset)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("ratio", [2, 4, 8])
 def test_degrade_then_upsample_a_ramp_is_shift_free(ratio):
     """MS pixel i sits at the centre of its ratio x ratio PAN block: a ramp survives a degradation and an

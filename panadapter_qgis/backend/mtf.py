@@ -208,13 +208,43 @@ def _kernel_tensor(kernels, channels, like):
     return torch.as_tensor(np.array(arr, copy=True), dtype=like.dtype, device=like.device)
 
 
-def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
-    """Separable depthwise correlation, 'valid' (no padding). ``x``: (B, C, H, W); kernels: (L,) or C x (L,).
+FILTER_BLOCK = 64  # output pixels per block of the matrix-product filters
 
-    A one-channel ``x`` with K kernels gives K output channels.
 
-    With ``stride`` > 1 the output samples start at input index ``offset`` on both axes.
+def _banded_last_axis(x, a, step: int, n_out: int):
+    """Banded filtering of the last axis as matrix products, block by block.
+
+    ``x``: (K or 1, M, n) and ``a``: (K, block, win), the rows of one block of outputs; block ``j`` reads
+    inputs ``j*step .. j*step + win - 1``. Returns (K, M, n_out). Direct convolutions with one or a few
+    channels run far below the CPU's arithmetic speed; one small matrix product per block (the zero weights
+    of the band included) runs near it, on CUDA as well.
     """
+    torch = _torch()
+    block, win = a.shape[1], a.shape[2]
+    n_blocks = -(-n_out // block)
+    need = (n_blocks - 1) * step + win
+    if x.shape[2] < need:  # only outputs past n_out read the zeros
+        x = torch.nn.functional.pad(x, (0, need - x.shape[2]))
+    windows = x[:, :, :need].unfold(2, win, step)                 # (K|1, M, n_blocks, win), a view
+    out = torch.matmul(windows.reshape(x.shape[0], -1, win), a.transpose(1, 2))
+    return out.view(out.shape[0], x.shape[1], -1)[:, :, :n_out]
+
+
+@lru_cache(maxsize=256)
+def _filter_blocks(kernels: tuple, stride: int, block: int) -> np.ndarray:
+    """(K, block, win) block matrices of 1-D correlations ``kernels`` sampled every ``stride`` inputs."""
+    k = np.asarray(kernels, dtype=np.float64)
+    length = k.shape[1]
+    win = (block - 1) * stride + length
+    a = np.zeros((k.shape[0], block, win))
+    for j in range(block):
+        a[:, j, j * stride:j * stride + length] = k
+    return a
+
+
+def _filter_conv(x, kernels, stride: int, offset: int):
+    """``filter_valid`` as two strided convolutions: decimating filters, which keep one output in ``stride``
+    on each axis (a block of matrix products would multiply the skipped outputs' zeros)."""
     torch = _torch()
     c = x.shape[1]
     n_kernels = np.asarray(kernels).shape[0] if np.asarray(kernels).ndim == 2 else c
@@ -228,6 +258,39 @@ def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
     else:
         x = torch.nn.functional.conv2d(x, k.view(c, 1, length, 1), stride=(stride, 1), groups=c)
     return torch.nn.functional.conv2d(x, k.view(n_kernels, 1, 1, length), stride=(1, stride), groups=n_kernels)
+
+
+def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
+    """Separable depthwise correlation, 'valid' (no padding). ``x``: (B, C, H, W); kernels: (L,) or C x (L,).
+
+    A one-channel ``x`` with K kernels gives K output channels.
+
+    With ``stride`` > 1 the output samples start at input index ``offset`` on both axes.
+    """
+    torch = _torch()
+    arr = np.asarray(kernels, dtype=np.float64)
+    b, c = x.shape[:2]
+    if arr.ndim == 1:
+        arr = arr[None]
+    elif c > 1 and np.all(arr == arr[:1]):
+        arr = arr[:1]  # one kernel for all channels
+    n_kernels = arr.shape[0] if arr.shape[0] > 1 else c
+    if stride > 1:
+        return _filter_conv(x, arr if arr.shape[0] > 1 else arr[0], stride, offset)
+    a = torch.as_tensor(_filter_blocks(tuple(map(tuple, arr)), 1, FILTER_BLOCK), dtype=x.dtype, device=x.device)
+    length = arr.shape[1]
+    x = x[:, :, offset:, offset:]
+    h_out, w_out = x.shape[2] - length + 1, x.shape[3] - length + 1
+    if h_out < 1 or w_out < 1:
+        raise ValueError("filter_valid: input smaller than the kernel")
+    # kernels on the leading axis: one per channel, or one shared by every row
+    lead = c if a.shape[0] > 1 else 1
+    t = x.permute(1, 0, 3, 2).reshape(lead, -1, x.shape[2])              # (lead, C/lead*B*W, H), a copy
+    y = _banded_last_axis(t, a, FILTER_BLOCK, h_out)                      # along H: (K|1, C/lead*B*W, h_out)
+    y = y.unflatten(1, (-1, x.shape[3])).transpose(2, 3).reshape(y.shape[0], -1, x.shape[3])
+    z = _banded_last_axis(y, a, FILTER_BLOCK, w_out)                      # along W
+    out = z.reshape(n_kernels, b, h_out, w_out).transpose(0, 1)
+    return out if b == 1 else out.contiguous()
 
 
 def filter_same(x, kernels):
@@ -268,27 +331,60 @@ def decimate(x, kernels, ratio: int, pad: int, n_out: int, first: int = 0):
     return filter_valid(x[:, :, :stop_r, :stop_c], kernels, stride=ratio, offset=start)
 
 
+@lru_cache(maxsize=16)
+def interp_block_matrix(ratio: int, block: int):
+    """The interpolator as a dense block: ``A`` (block*r, win) and the first input offset ``i0``.
+
+    Output rows ``r*j0 .. r*(j0 + block) - 1`` (PAN pixels, ``j0`` a multiple of ``block``) are
+    ``A @ ms[j0 + i0 : j0 + i0 + win]``: row ``r*j + ph`` holds the weights ``K[r*(j - i) + ph - m_min]``
+    of ``interp_kernel``. One small matrix product per block does the zero insertion and the filtering of
+    all ``r`` phases, skipping the inserted zeros that a stride-r transposed convolution multiplies.
+    """
+    r = int(ratio)
+    k, m_min = interp_kernel(r)
+    n = len(k)
+    i0 = -((m_min + n - 1) // r)                 # smallest i with r*(0 - i) + 0 - m_min <= n - 1
+    i1 = (r * block - 1 - m_min) // r            # largest i with r*(block-1 - i) + r-1 - m_min >= 0
+    a = np.zeros((block * r, i1 - i0 + 1))
+    for j in range(block):
+        for ph in range(r):
+            for i in range(i0, i1 + 1):
+                t = r * (j - i) + ph - m_min
+                if 0 <= t < n:
+                    a[r * j + ph, i - i0] = k[t]
+    return a, i0
+
+
+def _interp_block(ratio: int) -> int:
+    return max(8, 64 // int(ratio))  # about 64 output pixels per block: small GEMMs that BLAS runs well
+
+
 def upsample(x, ratio: int, halo: int):
     """Toolbox interpolation of an MS array with ``halo`` MS pixels on each side to the PAN grid.
 
     ``x``: (B, C, h + 2*halo, w + 2*halo) -> (B, C, r*h, r*w), the interior only.
+    Separable: both axes go through ``interp_block_matrix`` as matrix products (the same sums as the
+    polyphase definition, in another order).
     """
     torch = _torch()
     r = int(ratio)
     if r == 1:
         return x[:, :, halo:x.shape[2] - halo, halo:x.shape[3] - halo]
-    k_np, m_min = interp_kernel(r)
-    c = x.shape[1]
-    k = _kernel_tensor(k_np, c, x)
-    length = k.shape[1]
+    block = _interp_block(r)
+    a_np, i0 = interp_block_matrix(r, block)
+    a = torch.as_tensor(a_np[None], dtype=x.dtype, device=x.device)
+    b, c = x.shape[:2]
     h_in, w_in = x.shape[2] - 2 * halo, x.shape[3] - 2 * halo
-    # conv_transpose with stride r == zero insertion + filtering; output index jj holds PAN coordinate
-    # jj - r*halo + m_min (relative to the interior's first PAN pixel).
-    y = torch.nn.functional.conv_transpose2d(x, k.view(c, 1, length, 1), stride=(r, 1), groups=c)
-    start = r * halo - m_min
-    y = y[:, :, start:start + r * h_in]
-    y = torch.nn.functional.conv_transpose2d(y, k.view(c, 1, 1, length), stride=(1, r), groups=c)
-    return y[:, :, :, start:start + r * w_in]
+    s = halo + i0
+    if s < 0:
+        raise ValueError("upsample: halo too small")
+    xs = x[:, :, s:, s:]
+    hs, ws = xs.shape[2], xs.shape[3]
+    t = xs.transpose(2, 3).reshape(1, b * c * ws, hs)                       # rows last (a copy)
+    y = _banded_last_axis(t, a, block, r * h_in)[0].unflatten(0, (b * c, ws))  # (N, w', r*h)
+    y = y.transpose(1, 2).reshape(1, b * c * r * h_in, ws)                  # columns last (a copy)
+    y = _banded_last_axis(y, a, block, r * w_in)[0]                           # (N*r*h, r*w)
+    return y.unflatten(0, (b, c, r * h_in))
 
 
 # ----------------------------------------------------------------------------------------------------------

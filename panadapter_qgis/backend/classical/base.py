@@ -59,6 +59,11 @@ class TileContext:
             self._cache[key] = getattr(self, "_make_" + key)()
         return self._cache[key]
 
+    @property
+    def ms_padded(self):
+        """The MS tile with its halo (read only)."""
+        return self._ms
+
     # -- helpers
     def _interior_pan(self, x, pad):
         hp = self.r * self.halo - pad
@@ -129,6 +134,7 @@ class TileContext:
 
 class Moments:
     """Accumulates the Gram matrix of named features (plus a constant) over valid pixels, in float64."""
+    CHUNK = 16384
 
     def __init__(self, names: List[Tuple[str, int]]):
         self.names = list(names)
@@ -141,8 +147,18 @@ class Moments:
         import torch
         x = features if valid is None else features[:, valid]
         x = x.to(torch.float64)
-        k = x.shape[0]
-        self.gram[:k, :k] += (x @ x.T).cpu().numpy()
+        k, n = x.shape
+        # one (K, N) x (N, K) product has a single long reduction that BLAS runs on one core, slowly;
+        # a batch of products over column chunks, summed, is the same Gram matrix and runs ~5x faster
+        whole = n - n % self.CHUNK
+        gram = torch.zeros(k, k, dtype=torch.float64, device=x.device)
+        if whole:
+            chunks = x[:, :whole].reshape(k, -1, self.CHUNK).transpose(0, 1)
+            gram += torch.bmm(chunks, chunks.transpose(1, 2)).sum(0)
+        if whole < n:
+            rest = x[:, whole:]
+            gram += rest @ rest.T
+        self.gram[:k, :k] += gram.cpu().numpy()
         sums = x.sum(1).cpu().numpy()
         self.gram[:k, k] += sums
         self.gram[k, :k] += sums

@@ -5,6 +5,7 @@ image-wide moments in ``stats``; ``apply`` is a per-pixel formula.
 """
 import numpy as np
 
+from .. import mtf
 from .base import ClassicalMethod, as_tensor, safe_divide
 
 
@@ -41,13 +42,17 @@ class Brovey(ClassicalMethod):
 
     def apply(self, ctx, p):
         import torch
-        ms = ctx["ms_up"]
+        # The interpolator is linear and each of its phases sums to one, so the haze and the intensity are
+        # taken at MS scale and interpolated with the bands (one pass, no PAN-scale band arithmetic):
+        # interp(MS_b - L_b) = interp(MS_b) - L_b and interp(sum_b w_b (MS_b - L_b)) = the PAN-scale sum.
+        ms = ctx.ms_padded
         haze = as_tensor(p["haze"], ms)
         dehazed = ms - haze
-        # intensity = sum_b w_b (MS_b - L_b), as one channel contraction
         intensity = torch.einsum("nchw,c->nhw", dehazed, as_tensor(p["w"], ms).flatten()).unsqueeze(1)
-        ratio = safe_divide(ctx["pan"] * p["gain"] + p["offset"], intensity)
-        return dehazed.clamp_(min=0).mul_(ratio).add_(haze)
+        up = mtf.upsample(torch.cat([dehazed, intensity], 1), ctx.r, ctx.halo)
+        bands = ms.shape[1]
+        ratio = safe_divide(ctx["pan"] * p["gain"] + p["offset"], up[:, bands:])
+        return up[:, :bands].clamp_(min=0).mul_(ratio).add_(haze)
 
 
 class GIHS(ClassicalMethod):
