@@ -74,6 +74,11 @@ def test_upsample_is_the_polyphase_definition(ratio, shape):
     out = mtf.upsample(x, ratio, halo)
     assert out.shape == (2, 3, ratio * shape[0], ratio * shape[1])
     np.testing.assert_allclose(out.numpy(), _upsample_by_definition(x, ratio, halo), rtol=0, atol=1e-12)
+    # a narrower halo: the MS pixels beyond it count as zeros
+    narrow = mtf.upsample(x[:, :, 2:-2, 2:-2], ratio, halo - 2)
+    zeroed = x.clone()
+    zeroed[:, :, :2], zeroed[:, :, -2:], zeroed[:, :, :, :2], zeroed[:, :, :, -2:] = 0, 0, 0, 0
+    np.testing.assert_allclose(narrow.numpy(), _upsample_by_definition(zeroed, ratio, halo), rtol=0, atol=1e-12)
 
 
 def _correlate_by_definition(x, kernels, stride, offset):

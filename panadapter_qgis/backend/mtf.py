@@ -377,7 +377,10 @@ def upsample(x, ratio: int, halo: int):
     h_in, w_in = x.shape[2] - 2 * halo, x.shape[3] - 2 * halo
     s = halo + i0
     if s < 0:
-        raise ValueError("upsample: halo too small")
+        # a halo narrower than ``interp_halo``: the missing MS pixels count as zeros (as in a transposed
+        # convolution; the callers that do this crop the outputs those pixels reach)
+        x = torch.nn.functional.pad(x, (-s, 0, -s, 0))
+        s = 0
     xs = x[:, :, s:, s:]
     hs, ws = xs.shape[2], xs.shape[3]
     t = xs.transpose(2, 3).reshape(1, b * c * ws, hs)                       # rows last (a copy)
