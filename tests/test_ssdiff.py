@@ -9,7 +9,7 @@ from panadapter_qgis.backend.adapt import finetune_scene, ssdiff_scene
 from panadapter_qgis.backend.errors import PansharpenError
 from panadapter_qgis.backend.models.ssdiff import SSDiffSampler, create_model, diffusion_loss, noise_field
 from panadapter_qgis.backend.models.ssdiff.diffusion import ALPHAS_CUMPROD, ddim_timesteps
-from panadapter_qgis.backend.training.ssdiff import train_ssdiff
+from panadapter_qgis.backend.training.ssdiff import sampled_estimate, train_ssdiff
 
 
 def _batch(bands=5, size=32, ratio=4, n=2, seed=0):
@@ -127,6 +127,38 @@ def test_finetune_ssdiff_writes_an_ssdiff_adapter(adapter):
     assert payload["model"] == "ssdiff" and payload["bands"] == 4 and payload["ratio"] == 2
     # from random initialisation: half the iterations train everything, the rest is L-BAF
     assert card["stage_iterations"] == [15, 15] and card["lbaf_phases"] == 1
+
+
+def test_sampled_estimate_is_a_chain_step_with_gradients_through_one_forward():
+    """The full-resolution losses see LMS + x0 of one DDIM step: t drawn from the 10-step chain, the noisy input
+    built from the network's own detached first estimate; gradients reach the weights through that step."""
+    torch.manual_seed(0)
+    net = create_model(5, "small")
+    b = _batch(n=3)
+    seen = []
+    hook = net.register_forward_pre_hook(lambda m, args: seen.append(args[1].tolist()))
+    fused = sampled_estimate(net, b["ms"], b["lms"], b["pan"])
+    hook.remove()
+    assert fused.shape == b["lms"].shape and fused.requires_grad
+    assert seen[0] == [999, 999, 999] and set(seen[1]) <= set(ddim_timesteps(10))
+    fused.abs().mean().backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.parameters())
+
+
+def test_full_resolution_terms_change_what_ssdiff_learns(crop, tmp_path):
+    """As for PanAdapter: consistency=0 is the diffusion loss alone; the spectral and D_s-like full-resolution
+    terms each add to the first loss (same seed, same first batch); the card says which were used."""
+    pan, ms = crop
+    states, cards = [], []
+    for consistency, spatial in ((0.0, 0.0), (1.0, 0.0), (1.0, 0.3)):
+        out = str(tmp_path / f"c{consistency}_{spatial}.pt")
+        cards.append(finetune_scene(pan, ms, out, model="ssdiff", sensor=8, iterations=2, base_weights=None,
+                                    patch=32, batch=2, device="cpu", consistency=consistency, spatial=spatial))
+        states.append(torch.load(out, weights_only=True)["state"])
+    assert [(c["consistency"], c["spatial"]) for c in cards] == [(0.0, 0.0), (1.0, 0.0), (1.0, 0.3)]
+    assert cards[0]["first_loss"] < cards[1]["first_loss"] < cards[2]["first_loss"]
+    for a, b in ((0, 1), (1, 2)):
+        assert any(not torch.equal(states[a][k], states[b][k]) for k in states[a])
 
 
 def _run(crop, out, adapter, **kw):

@@ -149,10 +149,10 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
 
     ``base_weights``: ``"bundled"`` (the default; plain random initialisation when the plugin ships none),
-    a checkpoint path, or None for random initialisation. ``consistency`` (PanAdapter): weight of a
+    a checkpoint path, or None for random initialisation. ``consistency`` (PanAdapter and SSDiff): weight of a
     full-resolution term beside the reduced-resolution L1 loss: patches of the pair itself, fused and degraded
     by the sensor MTF and the ratio, should give back their MS (0: the reduced-resolution loss only).
-    ``spatial`` (PanAdapter, with ``consistency``): weight of a second full-resolution term, D_s as a loss
+    ``spatial`` (with ``consistency``): weight of a second full-resolution term, D_s as a loss
     (``training.datasets.spatial_consistency``): each fused band should relate to the PAN as the MS relates to
     the PAN reduced to its scale.
     """
@@ -188,7 +188,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     lr = lr or (LBAF_LR if model == "ssdiff" and base else 1e-3)
     t0 = time.perf_counter()
     full = None
-    if consistency and model == "panadapter":
+    if consistency:
         # full-resolution spectral consistency: the pair itself, fused and degraded, gives back its MS
         from .training.datasets import FullResolutionPatches, spatial_consistency, spectral_consistency
 
@@ -201,7 +201,11 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         return b
 
     def extra_loss(model, b, stage):
-        fused = model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage)
+        if stage == "ssdiff":
+            from .training.ssdiff import sampled_estimate
+            fused = sampled_estimate(model, b["full_ms"], b["full_lms"], b["full_pan"])
+        else:
+            fused = model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage)
         loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains)
         if spatial:
             loss = loss + float(spatial) * spatial_consistency(fused, b["full_lms"], b["full_pan"],
@@ -209,9 +213,11 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         return loss
     extra = {}
     if model == "ssdiff":
+        fr_loss = (lambda m, b: extra_loss(m, b, "ssdiff")) if full is not None else None
         results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
-                                                       lr=lr, sam_weight=sam_weight, device=dev, seed=seed, progress=progress,
-                                                       is_cancelled=is_cancelled, log=log)
+                                                       lr=lr, sam_weight=sam_weight, device=dev, seed=seed,
+                                                       progress=progress, is_cancelled=is_cancelled, log=log,
+                                                       extra_loss=fr_loss)
     else:
         if base is None:
             log("No pre-trained weights: stage 1 trains the prior extractors from random initialisation.")
@@ -260,9 +266,10 @@ def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, prese
 
 
 def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weight, device, seed, progress, is_cancelled,
-                  log):
+                  log, extra_loss=None):
     """SSDiff scene adaptation: L-BAF from pre-trained weights; from random initialisation, the first half
-    trains the whole network (the main training L-BAF presupposes), the second half is L-BAF."""
+    trains the whole network (the main training L-BAF presupposes), the second half is L-BAF. ``extra_loss``:
+    the full-resolution terms, on the estimate of a sampling step (``training.ssdiff.sampled_estimate``)."""
     from .training.ssdiff import train_ssdiff
 
     n_full = 0 if pretrained else iterations // 2
@@ -276,7 +283,7 @@ def _adapt_ssdiff(net, batches, iterations, minutes, pretrained, *, lr, sam_weig
         mins = minutes * share if minutes else None
         result, names, phases = train_ssdiff(net, batches, its, lbaf_switch=switch, lr=lr, sam_weight=sam_weight,
                                              minutes=mins, device=device, seed=seed + len(results),
-                                             progress=report, is_cancelled=is_cancelled, log=log)
+                                             extra_loss=extra_loss, progress=report, is_cancelled=is_cancelled, log=log)
         results.append(result)
         trained |= names
         lbaf_phases += sum(1 for _, mode in phases if mode)

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from ..models.ssdiff import diffusion_loss
+from ..models.ssdiff.diffusion import T, ddim_timesteps, q_sample
 from .trainer import train
 
 PHASES = ("spectral", "spatial")
@@ -65,18 +66,36 @@ class Hooks:
         self.ema.update(self.net)
 
 
-def ssdiff_step(sam_weight=0.0):
+def ssdiff_step(sam_weight=0.0, extra_loss=None):
     def step(net, batch):
-        return diffusion_loss(net, batch, sam_weight=sam_weight)
+        loss = diffusion_loss(net, batch, sam_weight=sam_weight)
+        return loss if extra_loss is None else loss + extra_loss(net, batch)
     return step
 
 
+def sampled_estimate(net, ms, lms, pan, steps=10):
+    """The HRMS estimate ``LMS + x0`` at one timestep of a ``steps``-step DDIM chain, with gradients.
+
+    Full-resolution patches have no target x0, so the noisy input is built as sampling builds it: from the
+    network's own (detached) first estimate at t = T - 1 from pure noise, noised to a timestep drawn from the
+    chain. The full-resolution losses then see what the sampler's steps see.
+    """
+    b = lms.shape[0]
+    with torch.no_grad():
+        first = net(torch.randn_like(lms), torch.full((b,), T - 1, device=lms.device, dtype=torch.long),
+                    ms, lms, pan)
+    times = torch.tensor(ddim_timesteps(steps), device=lms.device)
+    t = times[torch.randint(0, len(times), (b,), device=lms.device)]
+    return lms + net(q_sample(first.float(), t, torch.randn_like(lms)), t, ms, lms, pan)
+
+
 def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999, lr=1e-3, sam_weight=0.0,
-                 minutes=None,
+                 minutes=None, extra_loss=None,
                  device=None, seed=0, progress=None, is_cancelled=None, log=None, checkpoint=None, resume=False):
     """Train ``net`` (SSNet) with the diffusion loss. ``lbaf_switch`` None: every parameter learns (the main
     training); an integer: L-BAF, switching branch every that many iterations. The EMA weights are copied
-    into ``net`` at the end. Returns (TrainResult, names of the trained parameters, phases)."""
+    into ``net`` at the end. ``extra_loss(net, batch)``, when given, is added to the diffusion loss (the
+    full-resolution terms of scene adaptation). Returns (TrainResult, names of the trained parameters, phases)."""
     names = (tuple(p for ps in net.BRANCHES.values() for p in ps) if lbaf_switch else ("",))
     params = net.set_trainable(names)
     trained = {n for n, p in net.named_parameters() if p.requires_grad}
@@ -86,7 +105,7 @@ def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999,
         what = f"L-BAF, switching branch every {lbaf_switch} iterations" if lbaf_switch else "all parameters"
         log(f"SSDiff: {iterations} iterations, {sum(p.numel() for p in params):,} trainable parameters ({what}).")
     try:
-        result = train(net, batches, ssdiff_step(sam_weight), params, iterations=iterations, lr=lr, minutes=minutes,
+        result = train(net, batches, ssdiff_step(sam_weight, extra_loss), params, iterations=iterations, lr=lr, minutes=minutes,
                        device=device, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log,
                        checkpoint=checkpoint, resume=resume, hooks=hooks)
     finally:
