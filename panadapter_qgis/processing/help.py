@@ -231,9 +231,9 @@ DEEP_ALGORITHMS = {
         "Fine-tune a deep model on the scene",
         "Adapts a deep pansharpening model to your own images, with no training data: the panchromatic and "
         "multispectral pair is degraded by the resolution ratio (Wald's protocol), the model learns to "
-        "rebuild your multispectral image from the degraded pair (PanAdapter also at full resolution: its "
+        "rebuild your multispectral image from the degraded pair, and also learns at full resolution: its "
         "output degraded must give back your multispectral image and relate to the panchromatic band as the "
-        "multispectral image relates to it at its own scale); the result is an adapter file for "
+        "multispectral image relates to it at its own scale; the result is an adapter file for "
         "'PanAdapter (deep pansharpening)' or 'SSDiff (diffusion pansharpening)'. Only parts of the model "
         "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
         "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
