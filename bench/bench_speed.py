@@ -8,7 +8,8 @@ Each run is a separate process: wall time from the parent, peak resident memory 
 ``wait4``; every tool runs ``--repeat`` times in rounds and its fastest run counts (the machine may be busy).
 Two times per tool: the whole process, and the work alone, timed inside the process once the tool's Python
 libraries are imported (``osgeo`` for GDAL; ``torch`` and the backend for ours, which QGIS imports once per
-session: the first run of a session pays about 2 s more, the process column). Every tool writes the same output: a tiled GeoTIFF, DEFLATE level 1, in the MS data type.
+session: the first run of a session pays about 2 s more, the process column). Every tool writes the same
+output: a tiled GeoTIFF, DEFLATE level 1, in the MS data type; the previous run's output is deleted first.
 GDAL runs ``gdal_pansharpen.py`` (weighted Brovey, equal weights, cubic resampling, all CPUs).
 
 ``--large`` builds a PAN of at least 20000 x 20000 pixels (Landsat-7 FuseBox scene, uint8, ratio 2) and

@@ -200,20 +200,21 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
             b.update({"full_" + k: v for k, v in full.batch(max(1, batch // 2), rng).items()})
         return b
 
-    def extra_loss(model, b, stage):
-        if stage == "ssdiff":
-            from .training.ssdiff import sampled_estimate
-            fused = sampled_estimate(model, b["full_ms"], b["full_lms"], b["full_pan"])
-        else:
-            fused = model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage)
+    def full_resolution_terms(fused, b):
         loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains)
         if spatial:
             loss = loss + float(spatial) * spatial_consistency(fused, b["full_lms"], b["full_pan"],
                                                                b["full_pan_lp"])
         return loss
+
+    def extra_loss(model, b, stage):
+        return full_resolution_terms(model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage), b)
     extra = {}
     if model == "ssdiff":
-        fr_loss = (lambda m, b: extra_loss(m, b, "ssdiff")) if full is not None else None
+        from .training.ssdiff import sampled_estimate
+
+        fr_loss = None if full is None else (lambda m, b: full_resolution_terms(
+            sampled_estimate(m, b["full_ms"], b["full_lms"], b["full_pan"]), b))
         results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
                                                        lr=lr, sam_weight=sam_weight, device=dev, seed=seed,
                                                        progress=progress, is_cancelled=is_cancelled, log=log,

@@ -231,14 +231,13 @@ def _banded_last_axis(x, a, step: int, n_out: int):
 
 
 @lru_cache(maxsize=256)
-def _filter_blocks(kernels: tuple, stride: int, block: int) -> np.ndarray:
-    """(K, block, win) block matrices of 1-D correlations ``kernels`` sampled every ``stride`` inputs."""
+def _filter_blocks(kernels: tuple, block: int) -> np.ndarray:
+    """(K, block, block + L - 1) block matrices of the 1-D correlations ``kernels`` (K x L)."""
     k = np.asarray(kernels, dtype=np.float64)
     length = k.shape[1]
-    win = (block - 1) * stride + length
-    a = np.zeros((k.shape[0], block, win))
+    a = np.zeros((k.shape[0], block, block + length - 1))
     for j in range(block):
-        a[:, j, j * stride:j * stride + length] = k
+        a[:, j, j:j + length] = k
     return a
 
 
@@ -277,7 +276,7 @@ def filter_valid(x, kernels, stride: int = 1, offset: int = 0):
     n_kernels = arr.shape[0] if arr.shape[0] > 1 else c
     if stride > 1:
         return _filter_conv(x, arr if arr.shape[0] > 1 else arr[0], stride, offset)
-    a = torch.as_tensor(_filter_blocks(tuple(map(tuple, arr)), 1, FILTER_BLOCK), dtype=x.dtype, device=x.device)
+    a = torch.as_tensor(_filter_blocks(tuple(map(tuple, arr)), FILTER_BLOCK), dtype=x.dtype, device=x.device)
     length = arr.shape[1]
     x = x[:, :, offset:, offset:]
     h_out, w_out = x.shape[2] - length + 1, x.shape[3] - length + 1

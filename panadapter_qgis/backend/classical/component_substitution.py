@@ -23,7 +23,7 @@ class Brovey(ClassicalMethod):
             "of the equalised PAN to that intensity.")
     min_bands = 1
     pan_stats = ("ms_up", "pan_lp_gauss")
-    apply_keys = ("ms_up", "pan")
+    apply_keys = ("ms_up", "pan")  # apply interpolates the MS itself (ms_padded), with ms_up's halo
     needs_band_summary = True
     HAZE_FRACTIONS_4 = (0.95, 0.45, 0.40, 0.05)  # B, G, R, NIR of the 1st percentile
 

@@ -105,8 +105,8 @@ def train_ssdiff(net, batches, iterations, *, lbaf_switch=None, ema_decay=0.999,
         what = f"L-BAF, switching branch every {lbaf_switch} iterations" if lbaf_switch else "all parameters"
         log(f"SSDiff: {iterations} iterations, {sum(p.numel() for p in params):,} trainable parameters ({what}).")
     try:
-        result = train(net, batches, ssdiff_step(sam_weight, extra_loss), params, iterations=iterations, lr=lr, minutes=minutes,
-                       device=device, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log,
+        result = train(net, batches, ssdiff_step(sam_weight, extra_loss), params, iterations=iterations, lr=lr,
+                       minutes=minutes, device=device, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log,
                        checkpoint=checkpoint, resume=resume, hooks=hooks)
     finally:
         net.set_lbaf(None)
