@@ -256,3 +256,48 @@ def test_progress_is_monotonic_and_reaches_one(data_dir, tmp_path):
     seen = []
     pansharpen(pan, ms, str(tmp_path / "f.tif"), "bdsd_pc", tile_size=128, progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+COLD_RUN = """
+import sys, threading
+sys.path.insert(0, {repo!r})
+from panadapter_qgis.backend import device
+from panadapter_qgis.backend.pipeline import FusionJob
+assert "torch" not in sys.modules  # the backend's modules do not import it
+job = FusionJob({pan!r}, {ms!r}, "brovey", sensor=8)
+assert len(device._preload) == 1 and device._preload[0].name == "torch-import", device._preload
+job.write({out!r})
+print("devices", job.device)
+"""
+
+
+def test_a_cold_run_imports_torch_in_the_background_and_writes_the_same_pixels(data_dir, tmp_path):
+    """A fresh process (qgis_process, a QGIS session's first run): torch's import starts on a thread while
+    GDAL opens the pair and reads the band summary; the fused pixels are those of an in-session run."""
+    import subprocess
+    import sys
+
+    pan, ms = scene(data_dir, "landsat8_istanbul")
+    cold, warm = str(tmp_path / "cold.tif"), str(tmp_path / "warm.tif")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = COLD_RUN.format(repo=repo, pan=pan, ms=ms, out=cold)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "devices cpu" in done.stdout or "devices cuda" in done.stdout
+    pansharpen(pan, ms, warm, "brovey", sensor=8)
+    a, b = read(cold)[1], read(warm)[1]
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_a_torch_that_cannot_be_imported_is_reported_by_the_backend(monkeypatch, data_dir, tmp_path):
+    import sys
+
+    from panadapter_qgis.backend import device
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now raises ImportError
+    device.preload_torch()  # a no-op: the module entry exists
+    pan, ms = scene(data_dir, "landsat8_istanbul")
+    out = str(tmp_path / "fused.tif")
+    with pytest.raises(PansharpenError, match="PyTorch could not be imported .*install"):
+        pansharpen(pan, ms, out, "brovey", sensor=8)
+    assert no_output_left(out)

@@ -1,4 +1,7 @@
 """Device choice (CUDA when present, else CPU), autocast for the deep models, and CUDA out-of-memory back-off."""
+import sys
+import threading
+
 from .errors import PansharpenError
 
 TORCH_MISSING = ("PyTorch is not installed in the Python that QGIS uses. Install it into that Python "
@@ -7,11 +10,36 @@ TORCH_MISSING = ("PyTorch is not installed in the Python that QGIS uses. Install
                  "help gives the exact commands.")
 
 
+_preload = []
+
+
+def preload_torch():
+    """Start importing torch in a background thread and return at once (a no-op once torch is imported or
+    the import has started). A run calls it first and opens its rasters with GDAL meanwhile: torch's first
+    import (about 2 s on a 2-core CPU) overlaps that I/O instead of preceding it. :func:`import_torch` waits
+    for it (Python's import lock) and reports a missing torch as usual."""
+    if "torch" in sys.modules or _preload:
+        return
+
+    def run():
+        try:
+            import torch  # noqa: F401
+        except Exception:  # noqa: BLE001 - import_torch() repeats the import and reports the error
+            pass
+
+    thread = threading.Thread(target=run, name="torch-import", daemon=True)
+    _preload.append(thread)
+    thread.start()
+
+
 def import_torch():
+    """torch, or a PansharpenError that says how to install it. Any failure counts, not only ImportError: a
+    broken install raises others (OSError for a missing runtime library on Windows)."""
     try:
         import torch
-    except ImportError as exc:
-        raise PansharpenError(TORCH_MISSING) from exc
+    except Exception as exc:  # noqa: BLE001 (see docstring)
+        raise PansharpenError(f"PyTorch could not be imported ({type(exc).__name__}: {exc}). "
+                              + TORCH_MISSING) from exc
     return torch
 
 

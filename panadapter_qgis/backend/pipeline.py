@@ -13,7 +13,7 @@ import numpy as np
 from . import raster
 from .classical import create_method
 from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
-from .device import describe, import_torch, select_device
+from .device import describe, import_torch, preload_torch, select_device
 from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
@@ -27,7 +27,7 @@ class TileSource:
     """Reads a tile with its halo as numpy arrays, and turns them into a TileContext on the device."""
 
     def __init__(self, info: raster.PairInfo, halo: int, device, gains, pan_gain):
-        self.info, self.halo, self.device = info, halo, device
+        self.info, self.halo, self.device = info, halo, device  # device: a torch.device or a callable giving one
         self.gains, self.pan_gain = gains, pan_gain
         self.reader = raster.PairReader(info)
 
@@ -40,6 +40,8 @@ class TileSource:
     def context(self, tile: Tile, data):
         torch = import_torch()
         pan, ms = data
+        if callable(self.device):
+            self.device = self.device()
         pan_t = torch.from_numpy(pan).to(self.device)[None]
         ms_t = torch.from_numpy(ms).to(self.device)[None]
         ctx = TileContext(pan_t, ms_t, self.halo, self.info.ratio, self.gains, self.pan_gain)
@@ -103,12 +105,21 @@ def stats_tiles(info: raster.PairInfo):
 
 
 def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=None, is_cancelled=None) -> Stats:
+    """The method's global statistics: the band summary (GDAL and numpy only: it runs while torch may still
+    be importing, ``device.preload_torch``), then the moments of the statistics tiles (torch)."""
     bands = len(info.ms_bands)
     stats = Stats()
     if method.needs_band_summary:
         stats.band_min, stats.band_p1 = _band_summary(info, percentile=method.needs_percentile(bands))
     if not method.pan_stats and not method.lr_stats:
         return stats
+    with import_torch().inference_mode():
+        _add_moments(method, source, info, stats, progress, is_cancelled)
+    return stats
+
+
+def _add_moments(method, source, info, stats, progress, is_cancelled):
+    bands = len(info.ms_bands)
     stats.pan = Moments(feature_names(method.pan_stats, bands))
     stats.lr = Moments(feature_names(method.lr_stats, bands))
     tiles = stats_tiles(info)
@@ -127,7 +138,6 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
         if m.names and m.count < 2:
             raise PansharpenError("The PAN/MS overlap has too few valid pixels to estimate the method's "
                                   "statistics (check the nodata values).")
-    return stats
 
 
 class FusionJob:
@@ -139,18 +149,26 @@ class FusionJob:
     @user_errors
     def __init__(self, pan_path, ms_path, method="mtf_glp_fs", *, sensor=0, ms_bands=None, device="auto",
                  log: Optional[Callable] = None):
-        import_torch()
+        preload_torch()  # GDAL opens and checks the pair (and reads the band summary) meanwhile
         self.method = create_method(method)
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, self.method.min_bands)
         self.log = log or (lambda msg: None)
         for note in self.info.notes:
             self.log(note)
-        self.device = select_device(device)
+        self._device_name, self._device = device, None
         sens = sensor_by_index(sensor)
         ms_count = raster.open_raster(ms_path, "MS").RasterCount
         gains = sens.gains_for(self.info.ms_bands, band_count=ms_count)
-        self.source = TileSource(self.info, self.method.halo(self.info.ratio), self.device, gains, sens.pan_gain)
+        self.source = TileSource(self.info, self.method.halo(self.info.ratio), lambda: self.device, gains,
+                                 sens.pan_gain)
         self.params = None
+
+    @property
+    def device(self):
+        """The torch device (chosen on first use: the first use waits for torch's import)."""
+        if self._device is None:
+            self._device = select_device(self._device_name)
+        return self._device
 
     @property
     def has_stats(self):
@@ -161,8 +179,7 @@ class FusionJob:
     def fit(self, progress=None, is_cancelled=None):
         """Global statistics and the method's coefficients (once; later calls return the cached ones)."""
         if self.params is None:
-            torch = import_torch()
-            with torch.inference_mode(), _guard(self.method):
+            with _guard(self.method):
                 stats = compute_stats(self.method, self.source, self.info, progress, is_cancelled)
                 self.params = self.method.fit(stats, len(self.info.ms_bands))
         return self.params
@@ -206,17 +223,17 @@ class FusionJob:
         for p in (info.pan_path, info.ms_path):
             if os.path.abspath(p) == os.path.abspath(output_path):
                 raise PansharpenError("The output file must not be one of the input rasters.")
-        self.log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x "
-                 f"{len(info.ms_bands)}, device {describe(self.device)}.")
         split = 0.3 if self.has_stats and self.params is None else 0.0
         report = (lambda a, b: (lambda f: progress(a + (b - a) * f))) if progress else (lambda a, b: None)
         tile_ms = max(1, int(tile_size) // info.ratio)
-        torch = import_torch()
         from osgeo import gdal
         gdal_cache = gdal.GetCacheMax()
         gdal.SetCacheMax(min(gdal_cache, 256 * 2**20))
         try:
-            self.fit(report(0.0, split), is_cancelled)
+            self.fit(report(0.0, split), is_cancelled)  # its band summary needs no torch (preload_torch)
+            torch = import_torch()
+            self.log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x "
+                     f"{len(info.ms_bands)}, device {describe(self.device)}.")
             with torch.inference_mode(), _guard(m):
                 writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
                 try:

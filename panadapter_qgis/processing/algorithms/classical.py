@@ -143,7 +143,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)
         output_path = geotiff_output(self, parameters, self.OUTPUT, context)
 
-        require_backend()
+        require_backend(wait=False)  # torch imports while GDAL opens the pair
         from ...backend.errors import PansharpenError
         from ...backend.pipeline import pansharpen
 

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What every algorithm of the provider shares: layer files for GDAL, the PyTorch check, output suffixes."""
 import os
+import sys
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ...dependencies import MissingDependencyError, require_torch
+from ...dependencies import MissingDependencyError, require_torch, torch_installed
 from ...plugin_files import icon_path
 from ..help import algorithm_help_html, first_sentence
 
@@ -39,10 +40,15 @@ def geotiff_output(algorithm, parameters, name, context):
     return path
 
 
-def require_backend():
-    """PyTorch present and the backend importable, or a QgsProcessingException that says what to do."""
+def require_backend(wait=True):
+    """PyTorch present and the backend importable, or a QgsProcessingException that says what to do.
+
+    ``wait=False`` (the classical methods, whose first seconds are GDAL's): torch need only be installed
+    and starts importing in the background (``backend.device.preload_torch``) while the run opens its
+    rasters; an install that is present but cannot be imported is reported when the backend needs torch."""
     try:
-        require_torch()
+        if wait or "torch" in sys.modules or not torch_installed():
+            require_torch()
     except MissingDependencyError as error:
         raise QgsProcessingException(str(error)) from error
     try:
@@ -50,6 +56,9 @@ def require_backend():
     except ImportError as error:
         raise QgsProcessingException(
             f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
+    if not wait:
+        from ...backend.device import preload_torch
+        preload_torch()
 
 
 class TableAlgorithm(QgsProcessingAlgorithm):
