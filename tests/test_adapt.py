@@ -30,7 +30,8 @@ def test_adapter_file_and_card(adapter):
     assert card["iterations"] == 30 and card["trained_parameters"] > 0
     assert np.isfinite(card["last_loss"])
     assert card["consistency"] == 1.0   # the full-resolution spectral term is on by default
-    assert card["spatial"] == 0.3       # and so is the D_s-like one
+    assert card["spatial"] == 0.3       # and so is the D_s-like one,
+    assert 0.0 < card["spatial_tolerance"] < 1.0  # down to the D_s the scene shows one scale down
 
 
 def test_consistency_terms_change_what_is_learned(pair, tmp_path):

@@ -73,9 +73,10 @@ def test_full_resolution_patches_are_the_pair_itself(data_dir):
 
 def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
     """FullResolutionPatches.data["pan_lp"] is D_s's low-resolution PAN (``interp23tap(imresize(P, 1/r))`` as the
-    full-resolution assessment computes it), and spatial_consistency is D_s on distinct blocks (the metric's
-    Q on 32 x 32 blocks, mean |Q(F_b, P) - Q(MS_b, P_LP)|); MS with the PAN's details injected by regression
-    gains scores better than the plain interpolated MS."""
+    full-resolution assessment computes it), and spatial_consistency is D_s of the batch (the metric's Q on
+    32 x 32 blocks, per band the mean over all blocks, then mean |Q(F_b, P) - Q(MS_b, P_LP)| over the bands)
+    less its tolerance, never below 0; MS with the PAN's details injected by regression gains scores better
+    than the plain interpolated MS."""
     from panadapter_qgis.backend import assess, metrics, raster
     from panadapter_qgis.backend.training.datasets import FullResolutionPatches, spatial_consistency
 
@@ -94,16 +95,49 @@ def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
     injected = lms + gain * (pan - pan_lp)
 
     def d_s(fused):
-        q_high = metrics.q_block_map(fused.numpy(), pan.numpy(), 32)
-        q_low = metrics.q_block_map(lms.numpy(), pan_lp.numpy(), 32)
+        q_high = metrics.q_block_map(fused.numpy(), pan.numpy(), 32).mean(axis=(0, 2, 3))
+        q_low = metrics.q_block_map(lms.numpy(), pan_lp.numpy(), 32).mean(axis=(0, 2, 3))
         return float(np.abs(q_high - q_low).mean())
 
     for fused in (lms, injected):
         assert float(spatial_consistency(fused, lms, pan, pan_lp)) == pytest.approx(d_s(fused), abs=1e-5)
+        tolerance = 0.5 * d_s(fused)
+        assert float(spatial_consistency(fused, lms, pan, pan_lp, tolerance=tolerance)) == pytest.approx(
+            d_s(fused) - tolerance, abs=1e-5)
+        assert float(spatial_consistency(fused, lms, pan, pan_lp, tolerance=2 * d_s(fused))) == 0.0
     assert float(spatial_consistency(injected, lms, pan, pan_lp)) < float(spatial_consistency(lms, lms, pan, pan_lp))
     fused = lms.clone().requires_grad_(True)
     spatial_consistency(fused, lms, pan, pan_lp).backward()
     assert torch.isfinite(fused.grad).all() and float(fused.grad.abs().sum()) > 0
+    within = lms.clone().requires_grad_(True)  # within the tolerance: no gradient at all
+    spatial_consistency(within, lms, pan, pan_lp, tolerance=1.0).backward()
+    assert float(within.grad.abs().sum()) == 0.0
+
+
+def test_invariance_error_is_the_d_s_of_the_ms_one_scale_down(data_dir):
+    """The tolerance of the D_s-like term: Wald's protocol on the window (sensor-MTF degradation of both by
+    the ratio), then D_s with the MS itself as the fused image, against the PAN degraded once, computed
+    here with the metrics module's Q; in (0, 1) on real scenes."""
+    from panadapter_qgis.backend import metrics, mtf, raster, wald
+    from panadapter_qgis.backend.sensors import sensor_by_index
+    from panadapter_qgis.backend.training.datasets import FullResolutionPatches
+
+    scene = data_dir / "pansharpening" / "landsat8_istanbul"
+    info = raster.inspect_pair(str(scene / "pan.tif"), str(scene / "ms.tif"))
+    full = FullResolutionPatches(info, 1000.0, patch=64, window=128)
+    sens = sensor_by_index(8)
+    gains, pan_gain = sens.gains_for(info.ms_bands, band_count=3), sens.pan_gain
+    error = full.invariance_error(gains, pan_gain)
+
+    ms, pan = full.data["ms"].double().numpy(), full.data["pan"].double().numpy()
+    pan_rr, ms_rr = wald.degrade_arrays(pan, ms, 2, gains, pan_gain)
+    lms = mtf.upsample_image(torch.from_numpy(ms_rr)[None], 2)[0].numpy()
+    pan_low = mtf.degrade_image(torch.from_numpy(pan_rr)[None], mtf.bicubic_decimation_kernel_1d(2), 2)
+    pan_lp = mtf.upsample_image(pan_low, 2)[0].numpy()
+    truth = metrics.q_block_map(ms, pan_rr, 32).mean(axis=(1, 2))
+    target = metrics.q_block_map(lms, pan_lp, 32).mean(axis=(1, 2))
+    assert error == pytest.approx(float(np.abs(truth - target).mean()), abs=1e-6)
+    assert 0.0 < error < 1.0
 
 
 def test_scene_too_small_and_bad_patch(data_dir, tmp_path):

@@ -154,7 +154,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     by the sensor MTF and the ratio, should give back their MS (0: the reduced-resolution loss only).
     ``spatial`` (with ``consistency``): weight of a second full-resolution term, D_s as a loss
     (``training.datasets.spatial_consistency``): each fused band should relate to the PAN as the MS relates to
-    the PAN reduced to its scale.
+    the PAN reduced to its scale, down to the tolerance that the scene itself shows one scale down
+    (``FullResolutionPatches.invariance_error``; in the card as ``spatial_tolerance``).
     """
     torch = import_torch()
     log = log or (lambda msg: None)
@@ -187,12 +188,16 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         f"{crops.scale:.4g}).")
     lr = lr or (LBAF_LR if model == "ssdiff" and base else 1e-3)
     t0 = time.perf_counter()
-    full = None
+    full, tolerance = None, 0.0
     if consistency:
         # full-resolution spectral consistency: the pair itself, fused and degraded, gives back its MS
         from .training.datasets import FullResolutionPatches, spatial_consistency, spectral_consistency
 
         full = FullResolutionPatches(crops.info, crops.scale, crops.patch)
+        if spatial:
+            tolerance = full.invariance_error(crops.gains, crops.pan_gain)
+            log(f"D_s-like term: tolerance {tolerance:.4f} (how far the scene's own MS is from the D_s target "
+                "one scale down).")
 
     def batches(rng):
         b = crops.batch(batch, rng)
@@ -204,7 +209,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains)
         if spatial:
             loss = loss + float(spatial) * spatial_consistency(fused, b["full_lms"], b["full_pan"],
-                                                               b["full_pan_lp"])
+                                                               b["full_pan_lp"], tolerance=tolerance)
         return loss
 
     def extra_loss(model, b, stage):
@@ -233,7 +238,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
                 trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)),
                 consistency=float(consistency) if full is not None else 0.0,
-                spatial=float(spatial) if full is not None else 0.0, **extra)
+                spatial=float(spatial) if full is not None else 0.0,
+                spatial_tolerance=float(tolerance) if full is not None and spatial else None, **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
                    sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
                    state=state, card=card)

@@ -224,6 +224,30 @@ class FullResolutionPatches:
     def batch(self, size, rng):
         return random_patches(self.data, self.ratio, self.p, size, rng)
 
+    def invariance_error(self, gains, pan_gain, block=32):
+        """How well D_s's inter-scale invariance holds on this scene, measured one scale down where the MS
+        is a reference: the window's PAN and MS degraded by Wald's protocol (``gains``, ``pan_gain``: the
+        sensor MTF), the D_s (q = 1, ``block``-pixel blocks at the MS scale) between the MS itself and the PAN
+        reduced once, against the D_s target that the degraded pair gives. 0 when the invariance is exact;
+        the tolerance of ``spatial_consistency``. The window's rows and columns are cut to multiples of the
+        ratio; ``block`` shrinks to the window."""
+        from .. import wald
+        r = self.ratio
+        ms, pan = self.data["ms"].double().numpy(), self.data["pan"].double().numpy()
+        h, w = ms.shape[1] // r * r, ms.shape[2] // r * r
+        if min(h, w) < 2 * r:
+            return 0.0
+        ms, pan = ms[:, :h, :w], pan[:, :r * h, :r * w]
+        pan_rr, ms_rr = wald.degrade_arrays(pan, ms, r, gains, pan_gain)
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
+        block = min(block, h, w)
+        with torch.no_grad():
+            truth = block_q(as_t(ms), as_t(pan_rr).expand(1, ms.shape[0], -1, -1), block).mean((0, 2, 3))
+            lms = mtf.upsample_image(as_t(ms_rr), r)
+            pan_lp = mtf.upsample_image(mtf.degrade_image(as_t(pan_rr), mtf.bicubic_decimation_kernel_1d(r), r), r)
+            target = block_q(lms, pan_lp.expand_as(lms), block).mean((0, 2, 3))
+        return float((truth - target).abs().mean())
+
 
 def spectral_consistency(fused, ms, ratio, gains, margin=2):
     """L1 between the fused patch degraded by the sensor MTF (``gains``: one per band, or one for all) and the
@@ -247,12 +271,16 @@ def block_q(x, y, block):
     return 4 * cxy * mx * my / ((vx + vy) * (mx * mx + my * my) + eps)
 
 
-def spatial_consistency(fused, lms, pan, pan_lp, block=32):
-    """D_s as a loss: mean over bands and ``block`` x ``block`` blocks of ``|Q(F_b, P) - Q(MS_b, P_LP)|``,
-    ``lms`` the interpolated MS and ``pan_lp`` the PAN reduced and interpolated back (``FullResolutionPatches``):
-    each band should relate to the PAN at full resolution as the MS relates to it at the MS scale (the
-    inter-scale invariance of QNR). ``block`` shrinks to the patch size when the patch is smaller."""
+def spatial_consistency(fused, lms, pan, pan_lp, block=32, tolerance=0.0):
+    """D_s as a loss, with a tolerance: ``max(0, D_s - tolerance)``, where D_s is QNR's spatial distortion of the
+    batch (q = 1): the mean over bands of ``|mean Q(F_b, P) - mean Q(MS_b, P_LP)|``, each mean over the
+    ``block`` x ``block`` blocks of all its patches; ``lms`` is the interpolated MS and ``pan_lp`` the PAN reduced
+    and interpolated back (``FullResolutionPatches``). Each band should relate to the PAN at full resolution
+    as the MS relates to it at the MS scale (the inter-scale invariance of QNR), as closely as that invariance
+    holds on the scene (``tolerance``, from ``FullResolutionPatches.invariance_error``): below it the term
+    would fit the assumption, not the scene. ``block`` shrinks to the patch size when the patch is smaller."""
     block = min(block, fused.shape[-1], fused.shape[-2])
     with torch.no_grad():
-        target = block_q(lms, pan_lp.expand_as(lms), block)
-    return (block_q(fused, pan.expand_as(fused), block) - target).abs().mean()
+        target = block_q(lms, pan_lp.expand_as(lms), block).mean((0, 2, 3))
+    q = block_q(fused, pan.expand_as(fused), block).mean((0, 2, 3))
+    return torch.relu((q - target).abs().mean() - float(tolerance))
