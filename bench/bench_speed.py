@@ -12,7 +12,9 @@ session). Ours runs twice per round for that: a cold process that imports only t
 ``qgis_process`` or a session's first run does (torch then imports on a thread while GDAL opens the pair,
 ``device.preload_torch``), gives the process column; one that imported torch first gives the work column
 (a later run in the same QGIS session). Every tool writes the same
-output: a tiled GeoTIFF, DEFLATE level 1, in the MS data type; the previous run's output is deleted first.
+output: a tiled GeoTIFF with our creation options (256-pixel tiles, DEFLATE level 1 on all CPUs, band
+interleave, the horizontal predictor: floating-point for float types), in the MS data type; the previous
+run's output is deleted first.
 GDAL runs ``gdal_pansharpen.py`` (weighted Brovey, equal weights, cubic resampling, all CPUs).
 
 ``--large`` builds a PAN of at least 20000 x 20000 pixels (Landsat-7 FuseBox scene, uint8, ratio 2) and
@@ -32,8 +34,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "pansharpening")
 OUT = os.path.join(HERE, "out")
+# the creation options of ours (raster.TiledGeoTiff), PREDICTOR added by gdal_cmd for the output type
 CREATION = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS",
-            "BIGTIFF=IF_SAFER"]
+            "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
 SENSORS = {"wv3_cristianics": 2, "landsat8_istanbul": 8, "zhengzhou_4band": 0}
 
 
@@ -98,7 +101,8 @@ def ours_cmd(method, pan, ms, out, sensor, tile, warm=False):
 
 def gdal_cmd(pan, ms, out):
     argv = ["gdal_pansharpen.py", "-q", "-r", "cubic", "-threads", "ALL_CPUS", pan, ms, out]
-    for co in CREATION:
+    floating = gdal.GetDataTypeName(gdal.Open(ms).GetRasterBand(1).DataType).startswith("Float")
+    for co in CREATION + [f"PREDICTOR={3 if floating else 2}"]:
         argv += ["-co", co]
     # the script /usr/bin/gdal_pansharpen.py runs osgeo_utils.gdal_pansharpen.main, called here directly
     return _timed_python("from osgeo import gdal; from osgeo_utils.gdal_pansharpen import main",
