@@ -98,16 +98,20 @@ def test_run_brovey_writes_a_geotiff_on_the_pan_grid(env, backend_ready, istanbu
 
 
 def test_a_user_error_is_a_clear_message_and_no_output(env, backend_ready, istanbul, tmp_path):
+    """The error comes while torch is still importing on its thread (a cold process): the exit is still
+    qgis_process's error status, never an abort or a segmentation fault on the way out (seen 2 in 5
+    before the run waited for that import). Four runs, as that crash did not come every time."""
     pan, ms = istanbul
     output = tmp_path / "none.tif"
-    # PAN and MS swapped.
-    ran = qgis_process(env, "run", "panadapter:brovey", f"--PAN={ms}", f"--MS={pan}",
-                       f"--OUTPUT={output}")
-    assert ran.returncode != 0
-    errors = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("ERROR:")]
-    assert errors and len(errors[0]) > 40  # a sentence, not an exception name
-    assert "Traceback" not in ran.stdout + ran.stderr
-    assert not output.exists()
+    for _ in range(4):
+        # PAN and MS swapped.
+        ran = qgis_process(env, "run", "panadapter:brovey", f"--PAN={ms}", f"--MS={pan}",
+                           f"--OUTPUT={output}")
+        assert ran.returncode == 1, (ran.returncode, ran.stderr[-500:])
+        errors = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("ERROR:")]
+        assert errors and "must have one band" in errors[0]  # a sentence, not an exception name
+        assert "Traceback" not in ran.stdout + ran.stderr
+        assert not output.exists()
 
 
 def _system_python_has_torch():

@@ -32,6 +32,15 @@ def preload_torch():
     thread.start()
 
 
+def wait_for_preload():
+    """Wait until a :func:`preload_torch` import has ended (at once when there is none). A run that fails
+    before it needs torch calls it before returning: a process that exits while a thread is inside torch's
+    import can crash on the way out (an abort or a segmentation fault instead of the error message's exit
+    status)."""
+    for thread in list(_preload):
+        thread.join()
+
+
 def import_torch():
     """torch, or a PansharpenError that says how to install it. Any failure counts, not only ImportError: a
     broken install raises others (OSError for a missing runtime library on Windows)."""

@@ -13,7 +13,7 @@ import numpy as np
 from . import raster
 from .classical import create_method
 from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
-from .device import describe, import_torch, preload_torch, select_device
+from .device import describe, import_torch, preload_torch, select_device, wait_for_preload
 from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
@@ -281,6 +281,9 @@ def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
                log: Optional[Callable] = None) -> dict:
     """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``."""
-    job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
-    return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
-                     is_cancelled=is_cancelled)
+    try:
+        job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
+        return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
+                         is_cancelled=is_cancelled)
+    finally:
+        wait_for_preload()  # an early error must not leave torch half-imported on a thread (device.py)
