@@ -240,13 +240,10 @@ class FullResolutionPatches:
         ms, pan = ms[:, :h, :w], pan[:, :r * h, :r * w]
         pan_rr, ms_rr = wald.degrade_arrays(pan, ms, r, gains, pan_gain)
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
-        block = min(block, h, w)
         with torch.no_grad():
-            truth = block_q(as_t(ms), as_t(pan_rr).expand(1, ms.shape[0], -1, -1), block).mean((0, 2, 3))
             lms = mtf.upsample_image(as_t(ms_rr), r)
             pan_lp = mtf.upsample_image(mtf.degrade_image(as_t(pan_rr), mtf.bicubic_decimation_kernel_1d(r), r), r)
-            target = block_q(lms, pan_lp.expand_as(lms), block).mean((0, 2, 3))
-        return float((truth - target).abs().mean())
+            return float(batch_d_s(as_t(ms), lms, as_t(pan_rr), pan_lp, block))
 
 
 def spectral_consistency(fused, ms, ratio, gains, margin=2):
@@ -279,8 +276,15 @@ def spatial_consistency(fused, lms, pan, pan_lp, block=32, tolerance=0.0):
     as the MS relates to it at the MS scale (the inter-scale invariance of QNR), as closely as that invariance
     holds on the scene (``tolerance``, from ``FullResolutionPatches.invariance_error``): below it the term
     would fit the assumption, not the scene. ``block`` shrinks to the patch size when the patch is smaller."""
+    return torch.relu(batch_d_s(fused, lms, pan, pan_lp, block) - float(tolerance))
+
+
+def batch_d_s(fused, lms, pan, pan_lp, block=32):
+    """QNR's D_s (q = 1) of a batch (B, C, H, W): the mean over bands of ``|mean Q(F_b, P) - mean Q(MS_b,
+    P_LP)|``, each mean over the ``block`` x ``block`` blocks of all the batch's images (``block`` shrinks to
+    the image size when it is smaller); the target side carries no gradient."""
     block = min(block, fused.shape[-1], fused.shape[-2])
     with torch.no_grad():
         target = block_q(lms, pan_lp.expand_as(lms), block).mean((0, 2, 3))
     q = block_q(fused, pan.expand_as(fused), block).mean((0, 2, 3))
-    return torch.relu((q - target).abs().mean() - float(tolerance))
+    return (q - target).abs().mean()

@@ -43,9 +43,9 @@ def geotiff_output(algorithm, parameters, name, context):
 def require_backend(wait=True):
     """PyTorch present and the backend importable, or a QgsProcessingException that says what to do.
 
-    ``wait=False`` (the classical methods, whose first seconds are GDAL's): torch need only be installed
-    and starts importing in the background (``backend.device.preload_torch``) while the run opens its
-    rasters; an install that is present but cannot be imported is reported when the backend needs torch."""
+    ``wait=False`` (the classical methods, whose first seconds are GDAL's): torch need only be installed;
+    the backend imports it in the background while the run opens its rasters (``backend.device.preload_torch``)
+    and reports an install that is present but cannot be imported when it needs torch."""
     try:
         if wait or "torch" in sys.modules or not torch_installed():
             require_torch()
@@ -56,9 +56,6 @@ def require_backend(wait=True):
     except ImportError as error:
         raise QgsProcessingException(
             f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
-    if not wait:
-        from ...backend.device import preload_torch
-        preload_torch()
 
 
 class TableAlgorithm(QgsProcessingAlgorithm):
