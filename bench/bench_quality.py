@@ -164,6 +164,7 @@ def three_band_view(src: str, bands, dst: str) -> str:
     return dst
 
 
+SPECTRAL_FORM = "wald"  # --spectral-form: the full-resolution spectral term of the scene adaptations
 DEEP_ROWS = {"panadapter": "panadapter (scene-adapted)", "ssdiff": "ssdiff (scene-adapted)"}
 DEEP_ROW = DEEP_ROWS["panadapter"]
 DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
@@ -180,6 +181,7 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
     adapter, out = os.path.join(folder, f"{model}.pt"), os.path.join(folder, f"{model}.tif")
     start = time.perf_counter()
     card = finetune_scene(pan, ms, adapter, model=model, sensor=scene.sensor, iterations=iterations,
+                          spectral_form=SPECTRAL_FORM,
                           device="auto")
     t_train = time.perf_counter() - start
     sharpen = ssdiff_scene if model == "ssdiff" else sharpen_scene
@@ -404,9 +406,14 @@ def main(argv=None) -> int:
                         help="PanAdapter scene adaptation iterations (0: skip PanAdapter)")
     parser.add_argument("--ssdiff-iterations", type=int, default=600,
                         help="SSDiff scene adaptation iterations (L-BAF; 0: skip SSDiff)")
+    parser.add_argument("--spectral-form", choices=("wald", "khan"), default="wald",
+                        help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
+                             "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
+    global SPECTRAL_FORM
+    SPECTRAL_FORM = args.spectral_form
 
     if not os.path.isdir(DATA):
         print(f"The shared data is not here: {DATA}", file=sys.stderr)

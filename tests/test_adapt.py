@@ -51,6 +51,23 @@ def test_consistency_terms_change_what_is_learned(pair, tmp_path):
         assert any(not torch.equal(states[a][k], states[b][k]) for k in states[a])
 
 
+def test_khan_spectral_form_is_recorded_and_changes_what_is_learned(pair, tmp_path):
+    """spectral_form="khan" (the full-resolution spectral term in the form of HQNR's D_lambda) trains other
+    weights than the default Wald form from the same seed, and says so in the card; an unknown form is refused."""
+    pan, ms = pair
+    states, cards = [], []
+    for form in ("wald", "khan"):
+        out = str(tmp_path / f"{form}.pt")
+        cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
+                                    spectral_form=form))
+        states.append(torch.load(out, weights_only=True)["state"])
+    assert [c["spectral_form"] for c in cards] == ["wald", "khan"]
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    with pytest.raises(PansharpenError, match="Unknown spectral term form 'qnr'"):
+        finetune_scene(pan, ms, str(tmp_path / "x.pt"), sensor=8, iterations=3, device="cpu", spectral_form="qnr")
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_adapted_model_sharpens_the_scene(adapter, pair, tmp_path):
     path, _ = adapter
     pan, ms = pair

@@ -71,6 +71,33 @@ def test_full_resolution_patches_are_the_pair_itself(data_dir):
         FullResolutionPatches(info, 1.0, patch=31)
 
 
+def test_khan_form_of_spectral_consistency_is_hqnr_d_lambda_comparison(data_dir):
+    """spectral_consistency with ``lms``: the fused patch low-passed by the sensor MTF at the PAN scale (the
+    filter of HQNR's D_lambda, metrics.mtf_lowpass_filter) against the interpolated MS, L1 inside a border of
+    margin * ratio PAN pixels; the fused image that minimises it is not the one Wald's form prefers: the
+    interpolated MS scores 0 on neither, and a shifted copy is worse on both; the gradient reaches the input."""
+    from panadapter_qgis.backend import metrics, raster
+    from panadapter_qgis.backend.sensors import sensor_by_index
+    from panadapter_qgis.backend.training.datasets import FullResolutionPatches, spectral_consistency
+
+    scene = data_dir / "pansharpening" / "landsat7_fusebox" / "scene_07"
+    info = raster.inspect_pair(str(scene / "pan.tif"), str(scene / "ms.tif"))
+    full = FullResolutionPatches(info, 255.0, patch=64, window=100)
+    b = full.batch(2, np.random.default_rng(5))
+    gains = sensor_by_index(8).gains_for(info.ms_bands, band_count=6)
+    fused = b["lms"].double() + 0.3 * (b["pan"].double() - b["pan_lp"].double())
+    low = np.stack([metrics.mtf_lowpass_filter(gains, 2)(f) for f in fused.numpy()])
+    expected = np.abs(low - b["lms"].double().numpy())[..., 4:-4, 4:-4].mean()
+    khan = float(spectral_consistency(fused, b["ms"].double(), 2, gains, lms=b["lms"].double()))
+    assert khan == pytest.approx(float(expected), rel=1e-6)
+    assert khan != pytest.approx(float(spectral_consistency(fused, b["ms"].double(), 2, gains)), rel=1e-3)
+    shifted = torch.roll(fused, 3, dims=-1)
+    assert float(spectral_consistency(shifted, b["ms"].double(), 2, gains, lms=b["lms"].double())) > khan
+    x = fused.clone().requires_grad_(True)
+    spectral_consistency(x, b["ms"].double(), 2, gains, lms=b["lms"].double()).backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
 def test_spatial_consistency_is_d_s_on_the_patches(data_dir):
     """FullResolutionPatches.data["pan_lp"] is D_s's low-resolution PAN (``interp23tap(imresize(P, 1/r))`` as the
     full-resolution assessment computes it), and spatial_consistency is D_s of the batch (the metric's Q on

@@ -33,6 +33,7 @@ PATCH = {"panadapter": 64, "ssdiff": 32}
 # weight of the D_s-like full-resolution term (0.3: every NIR-PAN scene's HQNR moved past the classical
 # methods' with it; 0 left D_s 3-5x theirs)
 SPATIAL_WEIGHT = 0.3
+SPECTRAL_FORMS = ("wald", "khan")  # the full-resolution spectral term: decimated against the MS, or Khan's form
 
 
 def _create(model, bands, preset, guide_bands=None):
@@ -143,7 +144,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
                    stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=0.0, consistency=1.0,
-                   spatial=SPATIAL_WEIGHT,
+                   spatial=SPATIAL_WEIGHT, spectral_form="wald",
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
@@ -152,6 +153,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     a checkpoint path, or None for random initialisation. ``consistency`` (PanAdapter and SSDiff): weight of a
     full-resolution term beside the reduced-resolution L1 loss: patches of the pair itself, fused and degraded
     by the sensor MTF and the ratio, should give back their MS (0: the reduced-resolution loss only).
+    ``spectral_form``: ``"wald"`` (the fused patch, MTF-filtered and decimated, against the MS) or ``"khan"``
+    (MTF-filtered at the PAN scale against the interpolated MS, as HQNR's D_lambda measures it).
     ``spatial`` (with ``consistency``): weight of a second full-resolution term, D_s as a loss
     (``training.datasets.spatial_consistency``): each fused band should relate to the PAN as the MS relates to
     the PAN reduced to its scale, down to the tolerance that the scene itself shows one scale down
@@ -163,6 +166,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         raise PansharpenError("No output adapter file was given.")
     if int(iterations) < 1:
         raise PansharpenError("ITERATIONS must be at least 1.")
+    if spectral_form not in SPECTRAL_FORMS:
+        raise PansharpenError(f"Unknown spectral term form '{spectral_form}': use {' or '.join(SPECTRAL_FORMS)}.")
     if not 0 <= float(stage2_share) < 1:
         raise PansharpenError("The stage-2 share of the iterations must be in [0, 1).")
     if model not in MODELS:
@@ -206,7 +211,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         return b
 
     def full_resolution_terms(fused, b):
-        loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains)
+        loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains,
+                                                         lms=b["full_lms"] if spectral_form == "khan" else None)
         if spatial:
             loss = loss + float(spatial) * spatial_consistency(fused, b["full_lms"], b["full_pan"],
                                                                b["full_pan_lp"], tolerance=tolerance)
@@ -238,6 +244,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
                 trained_parameters=int(sum(v.numel() for k, v in net.state_dict().items() if k in trained)),
                 consistency=float(consistency) if full is not None else 0.0,
+                spectral_form=spectral_form if full is not None else None,
                 spatial=float(spatial) if full is not None else 0.0,
                 spatial_tolerance=float(tolerance) if full is not None and spatial else None, **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,

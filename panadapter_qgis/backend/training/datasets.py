@@ -246,16 +246,20 @@ class FullResolutionPatches:
             return float(batch_d_s(as_t(ms), lms, as_t(pan_rr), pan_lp, block))
 
 
-def spectral_consistency(fused, ms, ratio, gains, margin=2):
+def spectral_consistency(fused, ms, ratio, gains, margin=2, lms=None):
     """L1 between the fused patch degraded by the sensor MTF (``gains``: one per band, or one for all) and the
     ratio, and the MS it was made from, ``margin`` MS pixels in from the patch border (the filter's replicated
-    edges)."""
+    edges): Wald's consistency. With ``lms`` (the MS interpolated onto the PAN grid), Khan's form instead, as
+    HQNR's D_lambda compares them: the fused patch low-passed by the sensor MTF at the PAN scale, without
+    decimation, against ``lms``, ``margin * ratio`` PAN pixels in from the border."""
     kernels = (mtf.mtf_kernel_1d(float(gains), ratio) if np.ndim(gains) == 0
                else [mtf.mtf_kernel_1d(float(g), ratio) for g in gains])
-    low = mtf.degrade_image(fused, kernels, ratio)
-    m = margin
+    if lms is not None:
+        low, target, m = mtf.filter_same(fused, kernels), lms, margin * ratio
+    else:
+        low, target, m = mtf.degrade_image(fused, kernels, ratio), ms, margin
     return torch.nn.functional.l1_loss(low[..., m:low.shape[-2] - m, m:low.shape[-1] - m],
-                                       ms[..., m:ms.shape[-2] - m, m:ms.shape[-1] - m])
+                                       target[..., m:target.shape[-2] - m, m:target.shape[-1] - m])
 
 
 def block_q(x, y, block):
