@@ -164,14 +164,13 @@ def three_band_view(src: str, bands, dst: str) -> str:
     return dst
 
 
-SPECTRAL_FORM = "wald"  # --spectral-form: the full-resolution spectral term of the scene adaptations
 DEEP_ROWS = {"panadapter": "panadapter (scene-adapted)", "ssdiff": "ssdiff (scene-adapted)"}
 DEEP_ROW = DEEP_ROWS["panadapter"]
 DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
 
 
 def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log,
-              model: str = "panadapter") -> Tuple[str, Row]:
+              model: str = "panadapter", spectral_form: str = "wald") -> Tuple[str, Row]:
     """A deep model adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair
     (``panadapter:panadapter`` or ``panadapter:ssdiff`` with their defaults)."""
     from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene, ssdiff_scene
@@ -181,8 +180,7 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
     adapter, out = os.path.join(folder, f"{model}.pt"), os.path.join(folder, f"{model}.tif")
     start = time.perf_counter()
     card = finetune_scene(pan, ms, adapter, model=model, sensor=scene.sensor, iterations=iterations,
-                          spectral_form=SPECTRAL_FORM,
-                          device="auto")
+                          spectral_form=spectral_form, device="auto")
     t_train = time.perf_counter() - start
     sharpen = ssdiff_scene if model == "ssdiff" else sharpen_scene
     result = sharpen(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
@@ -197,7 +195,7 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
 
 
 def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log,
-             deep: Optional[Dict[str, int]] = None) -> Tuple[list, dict]:
+             deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald") -> Tuple[list, dict]:
     """Run every method and peer on (pan, ms): ([(row name, path, three_bands)], {row name: Row})."""
     os.makedirs(folder, exist_ok=True)
     outputs, rows = [], {}
@@ -217,7 +215,7 @@ def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: b
             continue
         name = DEEP_ROWS[model]
         try:
-            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model)
+            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model, spectral_form)
             outputs.append((name, out, False))
         except Exception as exc:  # noqa: BLE001
             rows[name] = Row(name, notes=[f"failed: {exc}"])
@@ -261,7 +259,8 @@ def assess_rows(results, outputs, rows, keys, prefix):
 
 
 def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
-              deep: Optional[Dict[str, int]] = None) -> Tuple[Dict[str, Row], List[str]]:
+              deep: Optional[Dict[str, int]] = None,
+              spectral_form: str = "wald") -> Tuple[Dict[str, Row], List[str]]:
     folder = os.path.join(work, scene.name.replace("/", "_"))
     os.makedirs(folder, exist_ok=True)
     notes = []
@@ -270,7 +269,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
     degraded = wald.degrade(scene.pan, scene.ms, pan_lr, ms_lr, sensor=scene.sensor, out_reference=reference)
     ratio = degraded["ratio"]
     rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log,
-                             deep)
+                             deep, spectral_form)
     rr = assess.assess_reduced([p for _, p, _ in rr_out], reference, ratio=ratio, dim_cut=21, sensor=scene.sensor)
     assess_rows(rr, rr_out, rr_rows, RR_KEYS, "RR")
     notes += [f"RR: {n}" for n in rr["notes"] if "matched by their descriptions" not in n]
@@ -278,7 +277,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
                  f"{rr['data_range']:g} ({rr['data_range_source']})")
     # full resolution
     fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log,
-                             deep)
+                             deep, spectral_form)
     fr = assess.assess_full([p for _, p, _ in fr_out], scene.pan, scene.ms, sensor=scene.sensor)
     assess_rows(fr, fr_out, fr_rows, FR_KEYS, "FR")
     notes += [f"FR: {n}" for n in fr["notes"] if "matched by their descriptions" not in n]
@@ -406,14 +405,16 @@ def main(argv=None) -> int:
                         help="PanAdapter scene adaptation iterations (0: skip PanAdapter)")
     parser.add_argument("--ssdiff-iterations", type=int, default=600,
                         help="SSDiff scene adaptation iterations (L-BAF; 0: skip SSDiff)")
-    parser.add_argument("--spectral-form", choices=("wald", "khan"), default="wald",
+    parser.add_argument("--spectral-form", default="wald",
                         help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
                              "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
-    global SPECTRAL_FORM
-    SPECTRAL_FORM = args.spectral_form
+    if args.adapt_iterations or args.ssdiff_iterations:  # the backend (and torch) only when a deep model runs
+        from panadapter_qgis.backend.adapt import SPECTRAL_FORMS
+        if args.spectral_form not in SPECTRAL_FORMS:
+            parser.error(f"--spectral-form: use one of {', '.join(SPECTRAL_FORMS)}")
 
     if not os.path.isdir(DATA):
         print(f"The shared data is not here: {DATA}", file=sys.stderr)
@@ -466,7 +467,7 @@ def main(argv=None) -> int:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")
         try:
-            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep)
+            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep, args.spectral_form)
         except Exception as exc:  # noqa: BLE001 (one scene must not stop the benchmark)
             failures += 1
             log(f"   FAILED: {exc}")
