@@ -16,6 +16,18 @@ CLASSICAL_IDS = ("upsample", "brovey", "ihs", "gs", "gsa", "pca", "mtf_glp", "mt
                  "bdsd_pc", "awlp", "pracs")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _collect_before_qgis_exits(qgis_app):
+    """Python wrappers of Qt/QGIS objects must be collected while QGIS lives: pytest-qgis calls exitQgis()
+    when its session fixture ends, and pytest (9.x) collects garbage at unconfigure, after that, where a
+    leftover wrapper crashed the process (a segmentation fault after every test had passed)."""
+    yield
+    import gc
+
+    for _ in range(3):
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The shared real scenes (never copied into the repository); skips the test when absent."""

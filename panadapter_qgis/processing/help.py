@@ -272,6 +272,12 @@ DEEP_PARAMETER_HELP = {
                   "Landsat-size scene and gives most of the gain; more iterations rarely hurt.",
     "MINUTES": "Stop after this many minutes even if the iterations are not done (0: no time limit). The "
                "adapter is written with what was learned so far.",
+    "SPECTRAL_TERM": "How the adaptation checks the spectra of the full-resolution pair itself (PanAdapter and "
+                     "SSDiff). Wald (0, the default): the fused patch, blurred by the sensor MTF and decimated, "
+                     "must give back the MS; measured best on reduced-resolution ERGAS and SAM. Khan (1): the "
+                     "fused patch, blurred at the PAN scale, must match the upsampled MS, the comparison HQNR's "
+                     "D_lambda makes; measured best on full-resolution HQNR, 2-3 % worse ERGAS at reduced "
+                     "resolution (see the README).",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
     "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "

@@ -170,7 +170,10 @@ class SSDiffAlgorithm(DeepAlgorithm):
 
 class FinetuneAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "finetune"
-    ADVANCED = ("WEIGHTS", "MINUTES", "DEVICE")
+    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "DEVICE")
+    # enum order of SPECTRAL_TERM: backend.adapt.SPECTRAL_FORMS
+    SPECTRAL_TERM_LABELS = ("Wald: the fused image, degraded to the MS scale, against the MS",
+                            "Khan: the fused image, low-passed at the PAN scale, against the upsampled MS")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_pair()
@@ -181,6 +184,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
                                               QgsProcessingParameterNumber.Double, defaultValue=0, minValue=0))
         self.add(QgsProcessingParameterFile("WEIGHTS", tr("Pre-trained weights (default: bundled)"),
                                             extension="pt", optional=True))
+        self.add(QgsProcessingParameterEnum("SPECTRAL_TERM", tr("Full-resolution spectral term"),
+                                            options=[tr(label) for label in self.SPECTRAL_TERM_LABELS],
+                                            defaultValue=0))
         self.add_device()
         self.add(QgsProcessingParameterFileDestination("OUTPUT", tr("Adapter file"), tr("PyTorch file (*.pt)")),
                  "FINETUNE_OUTPUT")
@@ -195,11 +201,12 @@ class FinetuneAlgorithm(DeepAlgorithm):
             raise QgsProcessingException("OUTPUT: give the adapter file to write.")
         minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
         require_backend()
-        from ...backend.adapt import finetune_scene
+        from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
 
         card = self.call(finetune_scene, pan, ms, output, feedback=feedback, model=model, sensor=sensor,
                          iterations=self.parameterAsInt(parameters, "ITERATIONS", context), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
+                         spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
                          device=self.device(parameters, context))
         return {"OUTPUT": output, "ITERATIONS_DONE": card["iterations"], "FINAL_LOSS": card["last_loss"]}
 
