@@ -276,7 +276,7 @@ DEEP_PARAMETER_HELP = {
                      "SSDiff). Wald (0, the default): the fused patch, blurred by the sensor MTF and decimated, "
                      "must give back the MS; measured best on reduced-resolution ERGAS and SAM. Khan (1): the "
                      "fused patch, blurred at the PAN scale, must match the upsampled MS, the comparison HQNR's "
-                     "D_lambda makes; measured best on full-resolution HQNR, 2-3 % worse ERGAS at reduced "
+                     "D_lambda makes; measured best on full-resolution HQNR, 2-7 % worse ERGAS at reduced "
                      "resolution (see the README).",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
