@@ -19,7 +19,8 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   provider on each scene (ERGAS, SAM, HQNR), with its adaptation seconds and inference megapixels per
   second;
 * SSDiff, scene-adapted the same way (``--ssdiff-iterations``, L-BAF from its bundled weights) and sampled
-  with ``panadapter:ssdiff``'s defaults (10 DDIM steps, seed 0), with its own comparison table.
+  with ``panadapter:ssdiff`` (``--ssdiff-steps``, default 10 DDIM steps as its own; seed 0), with its own
+  comparison table. ``--spectral-form`` chooses the full-resolution spectral term of both adaptations.
 
 Seconds are the wall time of each fusion (the PAN/MS pair in, a GeoTIFF out). GRASS's i.pansharpen works on
 three bands: its rows are computed on those bands only, next to the plugin's ``upsample`` and
@@ -170,9 +171,9 @@ DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
 
 
 def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log,
-              model: str = "panadapter", spectral_form: str = "wald") -> Tuple[str, Row]:
+              model: str = "panadapter", spectral_form: str = "wald", steps: int = 10) -> Tuple[str, Row]:
     """A deep model adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair
-    (``panadapter:panadapter`` or ``panadapter:ssdiff`` with their defaults)."""
+    (``panadapter:panadapter`` with its defaults, or ``panadapter:ssdiff`` with ``steps`` DDIM steps)."""
     from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene, ssdiff_scene
 
     name = DEEP_ROWS[model]
@@ -182,8 +183,10 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
     card = finetune_scene(pan, ms, adapter, model=model, sensor=scene.sensor, iterations=iterations,
                           spectral_form=spectral_form, device="auto")
     t_train = time.perf_counter() - start
-    sharpen = ssdiff_scene if model == "ssdiff" else sharpen_scene
-    result = sharpen(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
+    if model == "ssdiff":
+        result = ssdiff_scene(pan, ms, out, adapter=adapter, sensor=scene.sensor, steps=steps, float32=True)
+    else:
+        result = sharpen_scene(pan, ms, out, adapter=adapter, sensor=scene.sensor, float32=True)
     t_infer = time.perf_counter() - start - t_train
     mp = result["width"] * result["height"] / 1e6
     row.values.update(seconds=t_train + t_infer, train_s=t_train, infer_mps=mp / t_infer)
@@ -195,7 +198,8 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
 
 
 def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log,
-             deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald") -> Tuple[list, dict]:
+             deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald",
+             ssdiff_steps: int = 10) -> Tuple[list, dict]:
     """Run every method and peer on (pan, ms): ([(row name, path, three_bands)], {row name: Row})."""
     os.makedirs(folder, exist_ok=True)
     outputs, rows = [], {}
@@ -215,7 +219,8 @@ def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: b
             continue
         name = DEEP_ROWS[model]
         try:
-            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model, spectral_form)
+            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model, spectral_form,
+                                        ssdiff_steps)
             outputs.append((name, out, False))
         except Exception as exc:  # noqa: BLE001
             rows[name] = Row(name, notes=[f"failed: {exc}"])
@@ -259,8 +264,8 @@ def assess_rows(results, outputs, rows, keys, prefix):
 
 
 def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
-              deep: Optional[Dict[str, int]] = None,
-              spectral_form: str = "wald") -> Tuple[Dict[str, Row], List[str]]:
+              deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald",
+              ssdiff_steps: int = 10) -> Tuple[Dict[str, Row], List[str]]:
     folder = os.path.join(work, scene.name.replace("/", "_"))
     os.makedirs(folder, exist_ok=True)
     notes = []
@@ -269,7 +274,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
     degraded = wald.degrade(scene.pan, scene.ms, pan_lr, ms_lr, sensor=scene.sensor, out_reference=reference)
     ratio = degraded["ratio"]
     rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log,
-                             deep, spectral_form)
+                             deep, spectral_form, ssdiff_steps)
     rr = assess.assess_reduced([p for _, p, _ in rr_out], reference, ratio=ratio, dim_cut=21, sensor=scene.sensor)
     assess_rows(rr, rr_out, rr_rows, RR_KEYS, "RR")
     notes += [f"RR: {n}" for n in rr["notes"] if "matched by their descriptions" not in n]
@@ -277,7 +282,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
                  f"{rr['data_range']:g} ({rr['data_range_source']})")
     # full resolution
     fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log,
-                             deep, spectral_form)
+                             deep, spectral_form, ssdiff_steps)
     fr = assess.assess_full([p for _, p, _ in fr_out], scene.pan, scene.ms, sensor=scene.sensor)
     assess_rows(fr, fr_out, fr_rows, FR_KEYS, "FR")
     notes += [f"FR: {n}" for n in fr["notes"] if "matched by their descriptions" not in n]
@@ -408,6 +413,8 @@ def main(argv=None) -> int:
     parser.add_argument("--spectral-form", default="wald",
                         help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
                              "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
+    parser.add_argument("--ssdiff-steps", type=int, default=10,
+                        help="DDIM steps of SSDiff's sampling (default 10, panadapter:ssdiff's default)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -415,6 +422,8 @@ def main(argv=None) -> int:
         from panadapter_qgis.backend.adapt import SPECTRAL_FORMS
         if args.spectral_form not in SPECTRAL_FORMS:
             parser.error(f"--spectral-form: use one of {', '.join(SPECTRAL_FORMS)}")
+    if args.ssdiff_steps < 1:
+        parser.error("--ssdiff-steps: at least 1")
 
     if not os.path.isdir(DATA):
         print(f"The shared data is not here: {DATA}", file=sys.stderr)
@@ -467,7 +476,8 @@ def main(argv=None) -> int:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")
         try:
-            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep, args.spectral_form)
+            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep, args.spectral_form,
+                                    args.ssdiff_steps)
         except Exception as exc:  # noqa: BLE001 (one scene must not stop the benchmark)
             failures += 1
             log(f"   FAILED: {exc}")
@@ -500,7 +510,10 @@ def main(argv=None) -> int:
         section = [f"## Scene-adapted {DEEP_LABELS[model]} against the best classical method", "",
                    f"Each pair is adapted on itself ({iterations} iterations of panadapter:finetune with MODEL "
                    f"{model} on its Wald-degraded version: the RR pair for the RR scores, the original pair for "
-                   "HQNR), starting from the bundled weights, which never saw these scenes.", ""]
+                   "HQNR), starting from the bundled weights, which never saw these scenes; full-resolution "
+                   f"spectral term in {args.spectral_form.capitalize()}'s form"
+                   + (f"; sampled with {args.ssdiff_steps} DDIM steps, seed 0" if model == "ssdiff" else "")
+                   + ".", ""]
         section += deep_comparison(per_scene, scenes, methods, model)
         lines += [""] + section
         log("\n" + "\n".join(section))

@@ -9,7 +9,7 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     out = tmp_path / "quality.md"
     code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
                                "--adapt-iterations", "20", "--ssdiff-iterations", "10", "--out", str(out),
-                               "--spectral-form", "khan", "--work", str(tmp_path / "work")])
+                               "--spectral-form", "khan", "--ssdiff-steps", "2", "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text(encoding="utf-8")
     assert "## wv3_cristianics (sensor index 2)" in text and "## Mean over 1 scenes" in text
@@ -27,6 +27,7 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     ssdiff = [line for line in text.splitlines() if line.startswith("| ssdiff (scene-adapted) |")]
     assert len(ssdiff) == 2 and all(c.strip() not in ("", "n/a") for c in ssdiff[0].strip("|").split("|"))
     assert "## Scene-adapted SSDiff against the best classical method" in text
+    assert "spectral term in Khan's form; sampled with 2 DDIM steps, seed 0." in text
     assert text.count("Mean ERGAS gain over the best classical method") == 2
     assert "Total wall time" in capsys.readouterr().out
     # --spectral-form reaches every adaptation, at both resolutions and for both models
@@ -41,6 +42,9 @@ def test_bench_quality_rejects_an_unknown_spectral_form(capsys):
     with pytest.raises(SystemExit) as exc:
         bench_quality.main(["--scenes", "wv3_cristianics", "--spectral-form", "qnr", "--adapt-iterations", "5"])
     assert exc.value.code == 2 and "--spectral-form: use one of wald, khan" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench_quality.main(["--scenes", "wv3_cristianics", "--ssdiff-steps", "0"])
+    assert exc.value.code == 2 and "--ssdiff-steps: at least 1" in capsys.readouterr().err
 
 
 def test_scene_selection_and_sensors(tmp_path):

@@ -274,7 +274,7 @@ DEEP_PARAMETER_HELP = {
                "adapter is written with what was learned so far.",
     "SPECTRAL_TERM": "How the adaptation checks the spectra of the full-resolution pair itself (PanAdapter and "
                      "SSDiff). Wald (0, the default): the fused patch, blurred by the sensor MTF and decimated, "
-                     "must give back the MS; measured best on reduced-resolution ERGAS and SAM. Khan (1): the "
+                     "must give back the MS; measured best on reduced-resolution ERGAS. Khan (1): the "
                      "fused patch, blurred at the PAN scale, must match the upsampled MS, the comparison HQNR's "
                      "D_lambda makes; measured best on full-resolution HQNR, 2-7 % worse ERGAS at reduced "
                      "resolution (see the README).",
