@@ -512,7 +512,8 @@ def main(argv=None) -> int:
                    f"{model} on its Wald-degraded version: the RR pair for the RR scores, the original pair for "
                    "HQNR), starting from the bundled weights, which never saw these scenes; full-resolution "
                    f"spectral term in {args.spectral_form.capitalize()}'s form"
-                   + (f"; sampled with {args.ssdiff_steps} DDIM steps, seed 0" if model == "ssdiff" else "")
+                   + (f"; sampled with {args.ssdiff_steps} DDIM step{'s' if args.ssdiff_steps > 1 else ''}, seed 0"
+                      if model == "ssdiff" else "")
                    + ".", ""]
         section += deep_comparison(per_scene, scenes, methods, model)
         lines += [""] + section
