@@ -363,6 +363,65 @@ def test_cancel_stops_the_preview_and_adds_nothing(plugin, wv3_layers, canvas):
     assert not [f for f in os.listdir(dock.temp_dir.path()) if f.endswith(".tif")]
 
 
+@pytest.fixture(scope="module")
+def wv3_adapter(data_dir, tmp_path_factory):
+    """A PanAdapter adapter file for the WorldView-3 pair (8 bands: the bundled weights alone cannot sharpen
+    it), from a short panadapter:finetune run: what a user points the dock to."""
+    from panadapter_qgis.backend.adapt import finetune_scene
+
+    scene = data_dir / "pansharpening" / "wv3_cristianics"
+    if not (scene / "pan.tif").is_file():
+        pytest.skip(f"missing scene {scene}")
+    path = str(tmp_path_factory.mktemp("wv3_adapter") / "wv3.pt")
+    finetune_scene(str(scene / "pan.tif"), str(scene / "ms.tif"), path, sensor=2, iterations=8, device="cpu")
+    return path
+
+
+def test_the_deep_models_show_their_own_inputs(plugin, wv3_layers):
+    pan, ms = wv3_layers
+    dock = plugin.dock
+    methods = [dock.method_combo.itemData(i) for i in range(dock.method_combo.count())]
+    assert {"panadapter", "ssdiff"} <= set(methods)
+    assert not {"finetune", "train", "inf_fusion"} & set(methods)   # no PAN/MS -> raster algorithms
+
+    def shown():
+        return {name for name, label, widget in dock.model_rows if not widget.isHidden() and not label.isHidden()}
+
+    choose(dock, pan, ms, "mtf_glp_fs")
+    assert shown() == set() and dock.bands_combo.isEnabled()
+    choose(dock, pan, ms, "panadapter")
+    assert shown() == {"ADAPTER"}
+    assert not dock.bands_combo.isEnabled() and dock.ms_bands() == list(range(1, 9))  # every band
+    choose(dock, pan, ms, "ssdiff")
+    assert shown() == {"ADAPTER", "STEPS", "SEED"}
+    dock.adapter_widget.setFilePath("/nonexistent/adapter.pt")
+    assert dock.start_preview() is False and "does not exist" in dock.status_label.text()
+
+
+def test_a_deep_preview_has_the_pixels_of_its_algorithm(plugin, wv3, wv3_layers, wv3_adapter, canvas, tmp_path):
+    import processing
+
+    pan, ms = wv3_layers
+    dock = plugin.dock
+    choose(dock, pan, ms, "panadapter", sensor=2)
+    dock.adapter_widget.setFilePath(wv3_adapter)
+    view = set_view(canvas, window_extent(ROW0, COL0, HEIGHT, WIDTH))
+    ok, message = wait_for_preview(dock)
+    assert ok, message
+    layer = dock.preview_layer()
+    assert (layer.width(), layer.height()) == (WIDTH, HEIGHT) and "PanAdapter" in layer.name()
+    output = str(tmp_path / "whole.tif")
+    processing.run("panadapter:panadapter", {"PAN": str(wv3[0]), "MS": str(wv3[1]), "SENSOR": 2,
+                                             "ADAPTER": wv3_adapter, "OUTPUT_FLOAT32": True, "OUTPUT": output})
+    whole = gdal.Open(output).ReadAsArray()[:, ROW0:ROW0 + HEIGHT, COL0:COL0 + WIDTH]
+    shown = gdal.Open(layer.source()).ReadAsArray()
+    np.testing.assert_allclose(shown, whole, rtol=1e-4, atol=1e-4 * float(np.abs(whole).max()))
+    render([layer], view, canvas.mapSettings().destinationCrs(), ARTIFACTS / "canvas_preview_panadapter.png")
+    # "Run on whole scene" hands the adapter over, and no parameter the algorithm lacks
+    parameters = dock.processing_parameters()
+    assert parameters == {"PAN": pan.id(), "MS": ms.id(), "SENSOR": 2, "DEVICE": 0, "ADAPTER": wv3_adapter}
+
+
 def test_a_method_without_window_fusion_or_missing_inputs_explain_themselves(plugin, wv3_layers, canvas):
     dock = plugin.dock
     dock.pan_combo.setLayer(None)

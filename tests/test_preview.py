@@ -255,6 +255,7 @@ def test_cancel_stops_the_preview_and_writes_nothing(wv3, tmp_path):
 
 
 def test_a_method_without_window_fusion_is_refused_with_advice(wv3, tmp_path):
-    assert preview.previewable("mtf_glp_fs") and not preview.previewable("panadapter")
+    assert preview.previewable("mtf_glp_fs") and preview.previewable("panadapter")
+    assert not preview.previewable("inf_fusion")
     with pytest.raises(PansharpenError, match="no map preview yet"):
-        preview.JobCache().get(preview.PreviewRequest(*wv3, method="panadapter"))
+        preview.JobCache().get(preview.PreviewRequest(*wv3, method="inf_fusion"))

@@ -399,23 +399,48 @@ def _check_output(pan_path, ms_path, output_path):
             raise PansharpenError("The output file must not be one of the input rasters.")
 
 
+DEEP_TILE = {"panadapter": 128, "ssdiff": 64}   # default TILE_SIZE (PAN pixels) of the two algorithms
+
+
+@user_errors
+def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", sensor=0, ms_bands=None,
+             device="auto", steps=10, seed=0, tile_size=None, overlap=None, ensemble=1, log=None):
+    """The ``DeepJob`` of ``panadapter:panadapter`` (``model="panadapter"``) or ``panadapter:ssdiff``
+    (``"ssdiff"``: DDIM with ``steps``, eta 0, noise from ``seed`` anchored to the scene pixels, tiles
+    overlapping by ``overlap`` PAN pixels, default a quarter of the tile, blended): the model of ``adapter``
+    or, without one, the pre-trained weights (their band count only). ``write`` sharpens the whole scene,
+    ``fuse_window`` a window with the same pixels (the map preview)."""
+    from .deep import DeepJob
+    from . import raster
+
+    if model not in DEEP_TILE:
+        raise PansharpenError(f"'{model}' is not a pansharpening model: use one of {', '.join(DEEP_TILE)}.")
+    if model == "ssdiff" and not 1 <= int(steps) <= 1000:
+        raise PansharpenError("STEPS must be between 1 and 1000.")
+    log = log or (lambda msg: None)
+    tile_size = int(tile_size or DEEP_TILE[model])
+    info = raster.inspect_pair(pan_path, ms_path, ms_bands)
+    net, scale, name = _scene_model(model, info, adapter, weights_path, log)
+    common = dict(sensor=sensor, ms_bands=ms_bands, device=device, scale=scale, tile_size=tile_size, log=log)
+    if model == "panadapter":
+        return DeepJob(pan_path, ms_path, net, name=name, ensemble=ensemble, **common)
+    from .models.ssdiff import SSDiffSampler
+
+    overlap = tile_size // 4 if overlap is None else int(overlap)
+    return DeepJob(pan_path, ms_path, SSDiffSampler(net, steps, seed), name=f"{name}, {int(steps)} DDIM steps",
+                   context=0, multiple=net.MULTIPLE, overlap=max(1, overlap // info.ratio), **common)
+
+
 @user_errors
 def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
                   ms_bands=None, device="auto", tile_size=128, batch=4, float32=False, ensemble=1,
                   progress=None, is_cancelled=None, log=None) -> dict:
     """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
     :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only)."""
-    from .deep import DeepJob
-    from . import raster
-
-    log = log or (lambda msg: None)
     _check_output(pan_path, ms_path, output_path)
-    info = raster.inspect_pair(pan_path, ms_path, ms_bands)
-    net, scale, name = _scene_model("panadapter", info, adapter, weights_path, log)
-    job = DeepJob(pan_path, ms_path, net, name=name, sensor=sensor, ms_bands=ms_bands, device=device,
-                  scale=scale, ensemble=ensemble, log=log)
-    return job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
-                     is_cancelled=is_cancelled)
+    job = deep_job("panadapter", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
+                   ms_bands=ms_bands, device=device, tile_size=tile_size, ensemble=ensemble, log=log)
+    return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled)
 
 
 @user_errors
@@ -425,23 +450,11 @@ def ssdiff_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="
     """``panadapter:ssdiff``: DDIM sampling (``steps``, eta 0, noise from ``seed`` anchored to the scene
     pixels) of SSDiff, adapted (``adapter``) or pre-trained, on overlapping tiles of ``tile_size`` PAN
     pixels blended over ``overlap`` PAN pixels (default: a quarter of the tile)."""
-    from .deep import DeepJob
-    from .models.ssdiff import SSDiffSampler
-    from . import raster
-
-    log = log or (lambda msg: None)
     _check_output(pan_path, ms_path, output_path)
-    if not 1 <= int(steps) <= 1000:
-        raise PansharpenError("STEPS must be between 1 and 1000.")
-    info = raster.inspect_pair(pan_path, ms_path, ms_bands)
-    net, scale, name = _scene_model("ssdiff", info, adapter, weights_path, log)
-    r = info.ratio
-    overlap = int(tile_size) // 4 if overlap is None else int(overlap)
-    job = DeepJob(pan_path, ms_path, SSDiffSampler(net, steps, seed), name=f"{name}, {int(steps)} DDIM steps",
-                  sensor=sensor, ms_bands=ms_bands, device=device, context=0, multiple=net.MULTIPLE,
-                  scale=scale, overlap=max(1, overlap // r), log=log)
-    return job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
-                     is_cancelled=is_cancelled)
+    job = deep_job("ssdiff", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
+                   ms_bands=ms_bands, device=device, steps=steps, seed=seed, tile_size=tile_size,
+                   overlap=overlap, log=log)
+    return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled)
 
 
 def save_weights(path, net, *, preset, ratio, stage, card):

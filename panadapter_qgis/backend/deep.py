@@ -99,7 +99,7 @@ class DeepJob:
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
                  context=8, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
-                 log: Optional[Callable] = None):
+                 tile_size=256, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         self.log = log or (lambda msg: None)
@@ -119,6 +119,7 @@ class DeepJob:
         self.multiple = multiple
         self.context = -(-context // multiple) * multiple           # MS pixels of image context per side
         self.overlap = int(overlap)   # MS pixels shared by neighbouring tiles, blended (0: interiors only)
+        self.tile_size = int(tile_size)  # PAN pixels: the default of write() and fuse_window()
         self.needs_origin = bool(getattr(model, "needs_origin", False))
         self.interp_halo = mtf.interp_halo(r)
         sens = sensor_by_index(sensor)
@@ -185,14 +186,26 @@ class DeepJob:
         out = torch.cat(outs)[:, :, r * c:-r * c or None, r * c:-r * c or None] * self.scale
         return [o.float().cpu().numpy() for o in out]
 
+    def _tiles(self, tile_size):
+        """(tiles of the whole grid, overlap in MS pixels) for ``tile_size`` PAN pixels: one tiling, so that
+        a window (``fuse_window``) gets the pixels of the whole-scene run (``write``)."""
+        r = self.info.ratio
+        tile_ms = max(self.multiple, int(tile_size) // r // self.multiple * self.multiple)
+        overlap = min(self.overlap, tile_ms // 2) // self.multiple * self.multiple
+        return uniform_tiles(self.info.rows, self.info.cols, tile_ms, self.multiple, overlap), overlap
+
+    def _interior(self, tile, fused, valid):
+        """The fused tile (C, r*rows, r*cols) and its mask, cut where the tile reaches past the grid."""
+        info, r = self.info, self.info.ratio
+        h, w = r * (min(tile.r1, info.rows) - tile.r0), r * (min(tile.c1, info.cols) - tile.c0)
+        return fused[:, :h, :w], None if valid is None else valid[:h, :w]
+
     @user_errors
-    def write(self, output_path, *, float32=False, tile_size=256, batch=4, progress=None, is_cancelled=None):
+    def write(self, output_path, *, float32=False, tile_size=None, batch=4, progress=None, is_cancelled=None):
         """Sharpen the whole scene into ``output_path`` (a GeoTIFF renamed into place only on success)."""
         t0 = time.perf_counter()
         info, r = self.info, self.info.ratio
-        tile_ms = max(self.multiple, int(tile_size) // r // self.multiple * self.multiple)
-        overlap = min(self.overlap, tile_ms // 2) // self.multiple * self.multiple
-        tiles = uniform_tiles(info.rows, info.cols, tile_ms, self.multiple, overlap)
+        tiles, overlap = self._tiles(tile_size or self.tile_size)
         groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
         self.log(f"{self.name}: ratio {r}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
                  f"{len(tiles)} tiles on {describe(self.device)}"
@@ -208,11 +221,8 @@ class DeepJob:
 
             def process(group, datas):
                 fused = self.fuse_tiles(group, datas)
-                out = []
-                for tile, f, data in zip(group, fused, datas):
-                    o = writer.to_output(f, self._valid(tile, data))
-                    out.append(o[:, :r * (min(tile.r1, info.rows) - tile.r0), :r * (min(tile.c1, info.cols) - tile.c0)])
-                return out
+                return [writer.to_output(*self._interior(t, f, self._valid(t, d)))
+                        for t, f, d in zip(group, fused, datas)]
 
             def write(group, outs):
                 for tile, o in zip(group, outs):
@@ -224,6 +234,55 @@ class DeepJob:
             writer.abort()
             raise
         return self._summary(output_path, t0)
+
+    @user_errors
+    def fuse_window(self, row0, row1, col0, col1, *, tile_size=None, batch=4, progress=None, is_cancelled=None):
+        """Float32 (C, row1-row0, col1-col0) of the output grid (PAN pixels), NaN where nodata: the pixels
+        that ``write`` gives there with the same ``tile_size`` (the tiles of the whole grid that reach the
+        window are fused, pasted in the same order or blended with the same weights). The window is clipped
+        to the output grid; returns (array, geotransform of the window). For the map preview."""
+        info, r = self.info, self.info.ratio
+        row0, col0 = max(0, int(row0)), max(0, int(col0))
+        row1, col1 = min(info.out_rows, int(row1)), min(info.out_cols, int(col1))
+        if row1 <= row0 or col1 <= col0:
+            raise PansharpenError("The requested window is outside the PAN/MS overlap.")
+        tiles, overlap = self._tiles(tile_size or self.tile_size)
+        tiles = [t for t in tiles if t.r0 * r < row1 and min(t.r1, info.rows) * r > row0
+                 and t.c0 * r < col1 and min(t.c1, info.cols) * r > col0]
+        height, width = row1 - row0, col1 - col0
+        num = np.zeros((len(info.ms_bands), height, width), np.float32)
+        den = np.zeros((height, width), np.float32)
+        ok = np.ones((height, width), bool)
+        for start in range(0, len(tiles), batch):
+            if is_cancelled is not None and is_cancelled():
+                from .errors import Cancelled
+                raise Cancelled("The preview was cancelled.")
+            group = tiles[start:start + batch]
+            datas = [self.source.read(t) for t in group]
+            for tile, f, data in zip(group, self.fuse_tiles(group, datas), datas):
+                f, valid = self._interior(tile, f, self._valid(tile, data))
+                a0, b0 = tile.r0 * r, tile.c0 * r      # the tile's place on the output grid
+                rs = slice(max(row0, a0), min(row1, a0 + f.shape[1]))
+                cs = slice(max(col0, b0), min(col1, b0 + f.shape[2]))
+                src = (slice(None), slice(rs.start - a0, rs.stop - a0), slice(cs.start - b0, cs.stop - b0))
+                dst = (slice(None), slice(rs.start - row0, rs.stop - row0), slice(cs.start - col0, cs.stop - col0))
+                if overlap:   # _Blender's weighted mean
+                    wgt = blend_weights(f.shape[1], f.shape[2], overlap * r)[src[1:]]
+                    num[dst] += f[src] * wgt
+                    den[dst[1:]] += wgt
+                else:         # write()'s order: a later tile overwrites the one before
+                    num[dst] = f[src]
+                    den[dst[1:]] = 1.0
+                if overlap and valid is not None:
+                    ok[dst[1:]] &= valid[src[1:]]
+                elif not overlap:
+                    ok[dst[1:]] = True if valid is None else valid[src[1:]]
+            if progress is not None:
+                progress(min(1.0, (start + len(group)) / len(tiles)))
+        fused = num / den if overlap else num
+        fused[:, ~ok] = np.nan
+        gt = info.out_geotransform
+        return fused, (gt[0] + col0 * gt[1], gt[1], 0.0, gt[3] + row0 * gt[5], 0.0, gt[5])
 
     def _summary(self, output_path, t0):
         info = self.info
@@ -247,8 +306,7 @@ class DeepJob:
 
         def write(job, outs):
             for tile, (f, valid) in zip(job[0], outs):
-                h, w = r * (min(tile.r1, info.rows) - tile.r0), r * (min(tile.c1, info.cols) - tile.c0)
-                blender.add(tile.r0 * r, tile.c0 * r, f[:, :h, :w], None if valid is None else valid[:h, :w])
+                blender.add(tile.r0 * r, tile.c0 * r, *self._interior(tile, f, valid))
             blender.flush(job[1] * r)   # later tiles start at this row: everything above is final
 
         run_tiles(jobs, read, process, write, progress, is_cancelled, prefetch=1)

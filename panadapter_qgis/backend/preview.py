@@ -18,6 +18,12 @@ How a canvas becomes a preview (``plan_preview``; the dock's help text says the 
   multiple of the ratio: no sharpening, marked "multispectral only".
 
 Partial blocks at the edge of the output grid are averaged over the pixels they hold.
+
+The deep pansharpening models (PanAdapter, SSDiff; with the adapter file of ``panadapter:finetune`` or their
+pre-trained weights) preview the same way through ``DeepJob.fuse_window``: the tiles of the whole-scene run
+that reach the window are fused, so the preview has the pixels of ``panadapter:panadapter`` and
+``panadapter:ssdiff`` with their default tile sizes. Being far slower per pixel, they fuse at most
+``DEEP_MAX_FUSED_PIXELS`` zoomed out.
 """
 import math
 import os
@@ -33,6 +39,9 @@ import numpy as np
 from .errors import PansharpenError
 
 MAX_FUSED_PIXELS = 4 * 2**20   # PAN pixels fused for one zoomed-out preview (a few seconds on a CPU)
+# the same for the deep models, 50-1000 times slower per pixel on a CPU (PanAdapter about 0.05 MP/s on two
+# cores, SSDiff with 10 DDIM steps about 0.007 MP/s): a few seconds to half a minute zoomed out
+DEEP_MAX_FUSED_PIXELS = 2**18
 STRIP_PIXELS = 2**20           # PAN pixels per fuse_window call: bounds memory and the cancel delay
 ALIGN_EPS = 1e-3               # fraction of a pixel under which an extent edge counts as on the grid
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -244,21 +253,34 @@ def file_stretch_limits(path: str, bands: Sequence[int], max_side: int = 1024, l
 # --------------------------------------------------------------------------------------------------------
 # Fusion jobs kept between previews, and one preview
 
+DEEP_METHODS = ("panadapter", "ssdiff")   # the deep models with a map preview (backend.adapt.deep_job)
+
+
 def previewable(method: str) -> bool:
-    """Whether the preview can fuse ``method`` window by window (the classical methods can)."""
+    """Whether the preview can fuse ``method`` window by window (the classical methods and the deep
+    pansharpening models can)."""
     from .classical import METHODS
-    return method in METHODS
+    return method in METHODS or method in DEEP_METHODS
 
 
 @dataclass(frozen=True)
 class PreviewRequest:
-    """What to fuse: the same values as the Processing parameters (``ms_bands`` None = all)."""
+    """What to fuse: the same values as the Processing parameters (``ms_bands`` None = all). The deep
+    models also take ``adapter`` (a file of ``panadapter:finetune``; None: the pre-trained weights) and
+    SSDiff ``steps`` and ``seed``."""
     pan_path: str
     ms_path: str
     method: str = "mtf_glp_fs"
     sensor: int = 0
     ms_bands: Optional[Tuple[int, ...]] = None
     device: str = "auto"
+    adapter: Optional[str] = None
+    steps: int = 10
+    seed: int = 0
+
+    @property
+    def deep(self) -> bool:
+        return self.method in DEEP_METHODS
 
 
 class CachedJob:
@@ -298,10 +320,16 @@ class JobCache:
                 if not previewable(request.method):
                     raise PansharpenError(f"The '{request.method}' method has no map preview yet; use "
                                           "'Run on whole scene'.")
-                from .pipeline import FusionJob
-                job = FusionJob(request.pan_path, request.ms_path, request.method, sensor=request.sensor,
-                                ms_bands=list(request.ms_bands) if request.ms_bands else None,
-                                device=request.device, log=log)
+                bands = list(request.ms_bands) if request.ms_bands else None
+                if request.deep:   # the model is loaded (and its adapter checked) once per request
+                    from .adapt import deep_job
+                    job = deep_job(request.method, request.pan_path, request.ms_path, adapter=request.adapter,
+                                   sensor=request.sensor, ms_bands=bands, device=request.device,
+                                   steps=request.steps, seed=request.seed, log=log)
+                else:
+                    from .pipeline import FusionJob
+                    job = FusionJob(request.pan_path, request.ms_path, request.method, sensor=request.sensor,
+                                    ms_bands=bands, device=request.device, log=log)
                 entry = CachedJob(job)
             self._jobs[request] = entry
             while len(self._jobs) > self.size:
@@ -334,9 +362,14 @@ def _fuse_plan(entry: CachedJob, plan: PreviewPlan, progress, is_cancelled):
     job, k = entry.job, plan.factor
     cols = plan.col1 - plan.col0
     strip = max(k, (max(1, STRIP_PIXELS // cols) // k) * k)
+    # a DeepJob has no statistics and reports progress and cancel by tile: one call, so that no tile is
+    # fused twice for two strips
+    deep = not hasattr(job, "fit")
+    if deep:
+        strip = plan.row1 - plan.row0
     starts = list(range(plan.row0, plan.row1, strip))
     done = 0.0
-    if job.params is None:  # first preview of this job: the whole image's statistics
+    if not deep and job.params is None:  # first preview of this job: the whole image's statistics
         done = 0.6 if job.has_stats else 0.0
         job.fit(progress=lambda f: progress(done * f), is_cancelled=is_cancelled)
     out = np.empty((len(job.info.ms_bands), plan.rows, plan.cols), np.float32)
@@ -345,7 +378,10 @@ def _fuse_plan(entry: CachedJob, plan: PreviewPlan, progress, is_cancelled):
             from .errors import Cancelled
             raise Cancelled("The preview was cancelled.")
         r1 = min(plan.row1, r0 + strip)
-        fused, _ = job.fuse_window(r0, r1, plan.col0, plan.col1, is_cancelled=is_cancelled)
+        extra = {}
+        if deep:
+            extra["progress"] = lambda f, i=i: progress(done + (1 - done) * (i + f) / len(starts))
+        fused, _ = job.fuse_window(r0, r1, plan.col0, plan.col1, is_cancelled=is_cancelled, **extra)
         out[:, (r0 - plan.row0) // k:(r0 - plan.row0) // k + -(-(r1 - r0) // k)] = block_mean(fused, k)
         progress(done + (1 - done) * (i + 1) / len(starts))
     return out
@@ -416,7 +452,7 @@ def render_preview(cache: JobCache, request: PreviewRequest, extent: Sequence[fl
     with entry.lock:
         info = entry.job.info
         plan = plan_preview(extent, width_px, height_px, info.out_geotransform, info.out_rows, info.out_cols,
-                            info.ratio)
+                            info.ratio, DEEP_MAX_FUSED_PIXELS if request.deep else MAX_FUSED_PIXELS)
         if plan.mode == FUSED:
             data = _fuse_plan(entry, plan, progress, is_cancelled)
         else:

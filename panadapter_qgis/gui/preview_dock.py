@@ -4,7 +4,8 @@
 The work runs in a ``QgsTask`` (``backend.preview.render_preview`` on a worker thread: no widget is touched
 there); the finished preview is added on the main thread as one temporary layer in the group
 "PanAdapter preview", replacing the previous one. The methods are the provider's sharpening algorithms as
-registered in Processing, so algorithms added later (deep models) appear without changes here.
+registered in Processing, so algorithms added later appear without changes here; the rows of the deep models'
+own inputs (adapter file, DDIM steps, seed) show when the chosen algorithm has those parameters.
 """
 import os
 import traceback
@@ -21,7 +22,13 @@ from qgis.core import (
     QgsRasterLayer,
     QgsTask,
 )
-from qgis.gui import QgsCheckableComboBox, QgsCollapsibleGroupBoxBasic, QgsDockWidget, QgsMapLayerComboBox
+from qgis.gui import (
+    QgsCheckableComboBox,
+    QgsCollapsibleGroupBoxBasic,
+    QgsDockWidget,
+    QgsFileWidget,
+    QgsMapLayerComboBox,
+)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, QDir, Qt, QTemporaryDir, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QIcon
@@ -34,11 +41,12 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..backend.preview import MAX_FUSED_PIXELS, MULTISPECTRAL, previewable, remove_raster
+from ..backend.preview import DEEP_MAX_FUSED_PIXELS, MAX_FUSED_PIXELS, MULTISPECTRAL, previewable, remove_raster
 from ..plugin_files import icon_path
 from ..processing.provider import PROVIDER_ID
 from .device_status import DeviceStatusWidget
@@ -70,19 +78,20 @@ the view holds more than {max_mp} million PAN pixels): the preview shows the mul
 the screen's resolution, not sharpened, and its layer name says "multispectral only". Zoom in to see the
 sharpening.</li>
 </ul>
+<p><b>Deep models</b> (PanAdapter, SSDiff) preview with the adapter file that "Fine-tune a deep model to
+the scene" wrote for this pair (or, without one, their pre-trained weights, which fit 6-band images only), and
+show the pixels of their algorithm. They are much slower than the classical methods on a CPU (SSDiff most, in
+proportion to its steps): zoomed out they fuse at most {deep_mp:.2f} million PAN pixels.</p>
 <p>The preview is a temporary layer in the group "{group}" (in the PAN's CRS, true colour, 2&ndash;98 %
 stretch). Each preview replaces the previous one and deletes its file. The lists show raster layers read by
 GDAL: single-band rasters for the PAN, rasters with several bands for the MS. "Run on whole scene" opens the
 algorithm's dialog with these inputs and settings.</p>
-""").format(max_mp=MAX_FUSED_PIXELS // 2**20, group=PREVIEW_GROUP)
+""").format(max_mp=MAX_FUSED_PIXELS // 2**20, deep_mp=DEEP_MAX_FUSED_PIXELS / 2**20, group=PREVIEW_GROUP)
 
 
 def sharpening_algorithms(provider_id=PROVIDER_ID):
-    """The provider's algorithms that sharpen a pair: raster inputs PAN and MS, raster output OUTPUT.
-
-    Sorted by group, then by name. The deep models are left out: the preview has no control for their
-    adapter file yet, and a canvas window would need its own scene adaptation (README, "Not there yet").
-    """
+    """The provider's algorithms that sharpen a pair: raster inputs PAN and MS, raster output OUTPUT (the
+    classical methods and the deep models). Sorted by group, then by name."""
     provider = QgsApplication.processingRegistry().providerById(provider_id)
     if provider is None:
         return []
@@ -90,7 +99,7 @@ def sharpening_algorithms(provider_id=PROVIDER_ID):
     for algorithm in provider.algorithms():
         types = {p.name(): p.type() for p in algorithm.parameterDefinitions()}
         if types.get("PAN") == "raster" and types.get("MS") == "raster" \
-                and types.get("OUTPUT") == "rasterDestination" and algorithm.groupId() != "deep":
+                and types.get("OUTPUT") == "rasterDestination":
             found.append(algorithm)
     return sorted(found, key=lambda a: (a.group(), a.displayName().lower()))
 
@@ -195,6 +204,18 @@ class PreviewDock(QgsDockWidget):
         self.sensor_combo = QComboBox(body)
         self.sensor_combo.setToolTip(tr("The sensor sets the MTF filters and the true-colour bands."))
         self.device_combo = QComboBox(body)
+        self.adapter_widget = QgsFileWidget(body)
+        self.adapter_widget.setFilter(tr("Adapter file (*.pt)"))
+        self.adapter_widget.setDialogTitle(tr("Adapter file from scene fine-tuning"))
+        self.adapter_widget.setToolTip(tr("The file 'Fine-tune a deep model to the scene' wrote for this pair and "
+                                          "model; empty: the pre-trained weights (6-band images)."))
+        self.steps_spin = QSpinBox(body)
+        self.steps_spin.setRange(1, 1000)
+        self.steps_spin.setValue(10)
+        self.steps_spin.setToolTip(tr("DDIM sampling steps: the time grows with them."))
+        self.seed_spin = QSpinBox(body)
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip(tr("The same seed gives the same image."))
         for combo in (self.pan_combo, self.ms_combo, self.bands_combo, self.method_combo, self.sensor_combo,
                       self.device_combo):
             # long names (methods, band descriptions) must not widen the dock: they are elided instead
@@ -206,6 +227,14 @@ class PreviewDock(QgsDockWidget):
         form.addRow(tr("Method"), self.method_combo)
         form.addRow(tr("Sensor"), self.sensor_combo)
         form.addRow(tr("Device"), self.device_combo)
+        # rows of the parameters only some algorithms have: (parameter, label, widget), shown with them
+        self.model_rows = []
+        for name, label, widget in (("ADAPTER", tr("Adapter file"), self.adapter_widget),
+                                    ("STEPS", tr("Sampling steps"), self.steps_spin),
+                                    ("SEED", tr("Seed"), self.seed_spin)):
+            label_widget = QLabel(label, body)
+            form.addRow(label_widget, widget)
+            self.model_rows.append((name, label_widget, widget))
         layout.addLayout(form)
 
         self.preview_button = QPushButton(QIcon(icon_path()), tr("Preview"), body)
@@ -282,12 +311,31 @@ class PreviewDock(QgsDockWidget):
         self.method_combo.blockSignals(False)
         self._fill_options()
 
+    def algorithm(self):
+        """The selected Processing algorithm, or None."""
+        method = self.method_id()
+        return QgsApplication.processingRegistry().algorithmById(f"{PROVIDER_ID}:{method}") if method else None
+
+    def has_parameter(self, name):
+        algorithm = self.algorithm()
+        return algorithm is not None and algorithm.parameterDefinition(name) is not None
+
     def _fill_options(self, *_):
-        """Sensor and device choices from the selected algorithm's own parameters (same order and labels)."""
+        """Sensor and device choices from the selected algorithm's own parameters (same order and labels);
+        the rows of its other inputs (adapter, steps, seed) shown when it has them, the band choice enabled
+        when it takes MS_BANDS (the deep models sharpen every band)."""
         method = self.method_id()
         if method:
             self._last_method = method
-        algorithm = QgsApplication.processingRegistry().algorithmById(f"{PROVIDER_ID}:{method}") if method else None
+        algorithm = self.algorithm()
+        for name, label, widget in self.model_rows:
+            shown = algorithm is not None and algorithm.parameterDefinition(name) is not None
+            label.setVisible(shown)
+            widget.setVisible(shown)
+        takes_bands = algorithm is None or algorithm.parameterDefinition("MS_BANDS") is not None
+        self.bands_combo.setEnabled(takes_bands)
+        self.bands_combo.setToolTip(tr("The multispectral bands to sharpen (default: all).") if takes_bands else
+                                    tr("This algorithm sharpens every band of the MS."))
         for combo, name in ((self.sensor_combo, "SENSOR"), (self.device_combo, "DEVICE")):
             parameter = algorithm.parameterDefinition(name) if algorithm else None
             options = list(parameter.options()) if parameter is not None else []
@@ -327,15 +375,29 @@ class PreviewDock(QgsDockWidget):
         return self.method_combo.currentData()
 
     def ms_bands(self):
-        """The checked MS band numbers, in band order."""
+        """The checked MS band numbers, in band order (every band for an algorithm without MS_BANDS)."""
+        ms = self.ms_layer()
+        if not self.bands_combo.isEnabled() and ms is not None:
+            return list(range(1, ms.bandCount() + 1))
         return sorted(int(value) for value in self.bands_combo.checkedItemsData())
 
+    def adapter_path(self):
+        """The adapter file, or None (the pre-trained weights)."""
+        return self.adapter_widget.filePath().strip() or None
+
     def processing_parameters(self):
-        """The algorithm parameters the dock's choices stand for (the PAN and MS by layer id)."""
+        """The parameters of the selected algorithm that the dock's choices stand for (the PAN and MS by
+        layer id)."""
         pan, ms = self.pan_layer(), self.ms_layer()
-        return {"PAN": pan.id() if pan else None, "MS": ms.id() if ms else None, "MS_BANDS": self.ms_bands(),
-                "SENSOR": max(0, self.sensor_combo.currentIndex()),
-                "DEVICE": max(0, self.device_combo.currentIndex())}
+        values = {"PAN": pan.id() if pan else None, "MS": ms.id() if ms else None, "MS_BANDS": self.ms_bands(),
+                  "SENSOR": max(0, self.sensor_combo.currentIndex()),
+                  "DEVICE": max(0, self.device_combo.currentIndex()),
+                  "ADAPTER": self.adapter_path(), "STEPS": self.steps_spin.value(), "SEED": self.seed_spin.value()}
+        algorithm = self.algorithm()
+        if algorithm is None:
+            return values
+        return {name: value for name, value in values.items()
+                if algorithm.parameterDefinition(name) is not None and not (name == "ADAPTER" and value is None)}
 
     def _request(self):
         """(PreviewRequest, None) or (None, a sentence saying what is missing)."""
@@ -352,9 +414,14 @@ class PreviewDock(QgsDockWidget):
             return None, tr("No pansharpening algorithm is registered (is the provider enabled?).")
         all_bands = bands == list(range(1, ms.bandCount() + 1))
         devices = ("auto", "cpu", "cuda")
+        adapter = self.adapter_path() if self.has_parameter("ADAPTER") else None
+        if adapter is not None and not os.path.isfile(adapter):
+            return None, tr("The adapter file '{}' does not exist.").format(adapter)
         return PreviewRequest(pan.source(), ms.source(), method, self.sensor_combo.currentIndex(),
                               None if all_bands else tuple(bands),
-                              devices[min(max(0, self.device_combo.currentIndex()), 2)]), None
+                              devices[min(max(0, self.device_combo.currentIndex()), 2)], adapter=adapter,
+                              steps=self.steps_spin.value() if self.has_parameter("STEPS") else 10,
+                              seed=self.seed_spin.value() if self.has_parameter("SEED") else 0), None
 
     def canvas_view(self, crs):
         """(extent (xmin, ymin, xmax, ymax) in ``crs``, width, height in screen pixels) of the map canvas."""
