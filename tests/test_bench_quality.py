@@ -59,3 +59,27 @@ def test_scene_selection_and_sensors(tmp_path):
     assert [s.informational for s in scenes if s.name == "zhengzhou_4band"] == [True]
     sentinel = [s for s in scenes if s.name.startswith("sentinel2/")]
     assert sentinel and all(s.pan.endswith("_B8.vrt") and s.ms.endswith("b20m.tif") for s in sentinel)
+
+
+@pytest.mark.slow
+def test_bench_projection_scores_the_projected_rasters_of_a_quality_run(data_dir, tmp_path):
+    """bench_projection.py on a quality run's work folder: a row per raster and strength; the exact projection
+    lowers every method's reduced-resolution ERGAS (Wald's reference degrades to the reduced MS)."""
+    from bench import bench_projection
+
+    work = str(tmp_path / "work")
+    assert bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,brovey",
+                               "--adapt-iterations", "0", "--ssdiff-iterations", "0", "--work", work,
+                               "--out", str(tmp_path / "quality.md")]) == 0
+    out = tmp_path / "projection.md"
+    assert bench_projection.main(["--work", work, "--scenes", "wv3_cristianics", "--methods",
+                                  "upsample,brovey,panadapter", "--strengths", "0,0.4", "--out", str(out)]) == 0
+    rows = {}
+    for line in out.read_text(encoding="utf-8").splitlines()[4:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[1]] = [float(c) for c in cells[2:]]
+    assert set(rows) == {f"{m}{s}" for m in ("upsample", "brovey")
+                         for s in ("", " + projection 0", " + projection 0.4")}  # no panadapter raster: skipped
+    for m in ("upsample", "brovey"):
+        assert rows[f"{m} + projection 0"][0] < rows[f"{m} + projection 0.4"][0] < rows[m][0]
+        assert all(0 <= v <= 1 for v in rows[f"{m} + projection 0"][2:])
