@@ -28,7 +28,7 @@ three bands: its rows are computed on those bands only, next to the plugin's ``u
 skipped with a note.
 
 Scenes: ``default`` is every 5th Landsat-7 FuseBox scene (05, 10, ..., 30), the Landsat-8 Istanbul pair, the
-WorldView-3 pair, both Sentinel-2 tiles (B8 at 10 m as the PAN, the six 20 m bands as the MS, ratio 2) and
+WorldView-3 pair, the EO-1 ALI Paris pair (ratio 3), both Sentinel-2 tiles (B8 at 10 m as the PAN, the six 20 m bands as the MS, ratio 2) and
 the Zhengzhou pair, whose georeference is defective (informational: left out of the mean table);
 ``all`` adds the other FuseBox scenes. The tables are printed and written as Markdown to
 ``bench/out/quality.md``.
@@ -121,6 +121,11 @@ def scenes_for(selection: str, work: str) -> List[Scene]:
                                    "Landsat-8 OLI Istanbul (3 bands, ratio 2, real georeference)"),
         "wv3_cristianics": Scene("wv3_cristianics", *_pair(pansharpening, "wv3_cristianics"), 2, (5, 3, 2),
                                  "WorldView-3 (8 bands, ratio 4, float radiance)"),
+        # EO-1 ALI: the only real pair of ratio 3; PAN 480-690 nm, MS MS-1', 1, 2, 3, 4, 4', 5', 5, 7 (no sensor
+        # entry: the toolbox's default MTF)
+        "eo1_ali_paris": Scene("eo1_ali_paris", os.path.join(DATA, "hyperspectral", "paris_hyperion_ali", "pan.tif"),
+                               os.path.join(DATA, "hyperspectral", "paris_hyperion_ali", "ms.tif"), 0, (4, 3, 2),
+                               "EO-1 ALI Paris (9 bands, ratio 3, PAN 480-690 nm over MS columns 13-70)"),
         "zhengzhou_4band": Scene("zhengzhou_4band", *_pair(pansharpening, "zhengzhou_4band"), 0, (3, 2, 1),
                                  "Zhengzhou 4 bands, ratio 4.015 by its georeference: defective georeference, "
                                  "informational", informational=True),
@@ -130,7 +135,7 @@ def scenes_for(selection: str, work: str) -> List[Scene]:
         if item in ("default", "all"):
             step = 5 if item == "default" else 1
             chosen += [fusebox_scene(i) for i in range(step, 31, step)]
-            chosen += [named["landsat8_istanbul"], named["wv3_cristianics"]]
+            chosen += [named["landsat8_istanbul"], named["wv3_cristianics"], named["eo1_ali_paris"]]
             chosen += [s for s in (sentinel2_scene(t, work) for t in ("T33UUB", "T49JGM")) if s]
             chosen.append(named["zhengzhou_4band"])
         elif item.startswith("scene_") or item.isdigit():
@@ -146,7 +151,7 @@ def scenes_for(selection: str, work: str) -> List[Scene]:
             chosen.append(fusebox_scene(int(item.split("_")[-1])))
         else:
             sys.exit(f"Unknown scene '{item}': use default, all, scene_NN, landsat8_istanbul, wv3_cristianics, "
-                     "zhengzhou_4band, sentinel2/T33UUB, sentinel2/T49JGM")
+                     "eo1_ali_paris, zhengzhou_4band, sentinel2/T33UUB, sentinel2/T49JGM")
     seen, unique = set(), []
     for scene in chosen:
         if scene.name not in seen and os.path.isfile(scene.pan) and os.path.isfile(scene.ms):
@@ -403,7 +408,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", default="default",
                         help="default, all, or a comma list (scene_05, landsat8_istanbul, wv3_cristianics, "
-                             "zhengzhou_4band, sentinel2/T33UUB, ...)")
+                             "eo1_ali_paris, zhengzhou_4band, sentinel2/T33UUB, ...)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method ids (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
     parser.add_argument("--adapt-iterations", type=int, default=600,

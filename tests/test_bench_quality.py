@@ -59,6 +59,8 @@ def test_scene_selection_and_sensors(tmp_path):
     assert [s.informational for s in scenes if s.name == "zhengzhou_4band"] == [True]
     sentinel = [s for s in scenes if s.name.startswith("sentinel2/")]
     assert sentinel and all(s.pan.endswith("_B8.vrt") and s.ms.endswith("b20m.tif") for s in sentinel)
+    ali = [s for s in scenes if s.name == "eo1_ali_paris"]   # the ratio-3 pair, scored
+    assert len(ali) == 1 and not ali[0].informational and ali[0].pan.endswith("paris_hyperion_ali/pan.tif")
 
 
 @pytest.mark.slow
