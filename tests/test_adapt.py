@@ -99,3 +99,32 @@ def test_cancelled_finetune_writes_no_file(pair, tmp_path):
         finetune_scene(pan, ms, str(out), iterations=50, patch=32, batch=2, device="cpu",
                        is_cancelled=lambda: True)
     assert not list(tmp_path.iterdir())
+
+
+def test_default_training_patch_fits_every_ratio():
+    from panadapter_qgis.backend.adapt import default_patch
+
+    assert [default_patch("panadapter", r) for r in (2, 3, 4)] == [64, 60, 64]
+    assert [default_patch("ssdiff", r) for r in (2, 3, 4)] == [32, 36, 32]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["panadapter", "ssdiff"])
+def test_finetune_and_sharpen_a_ratio_3_pair_with_the_defaults(data_dir, tmp_path, model):
+    """EO-1 ALI Paris (PAN 10 m over 58 of the 72 MS columns at 30 m, 9 bands): the default training patch
+    used to be 64 (PanAdapter) / 32 (SSDiff) pixels, which ratio 3 with the token stride 4 refused."""
+    from panadapter_qgis.backend.adapt import sharpen_scene, ssdiff_scene
+
+    folder = data_dir / "hyperspectral" / "paris_hyperion_ali"
+    pan, ms = str(folder / "pan.tif"), str(folder / "ms.tif")
+    adapter, out = str(tmp_path / "ali.pt"), str(tmp_path / "fused.tif")
+    card = finetune_scene(pan, ms, adapter, model=model, iterations=4, batch=2, device="cpu")
+    assert card["patch"] % 12 == 0 and torch.load(adapter, weights_only=True)["ratio"] == 3
+    if model == "panadapter":
+        sharpen_scene(pan, ms, out, adapter=adapter, float32=True, device="cpu")
+    else:
+        ssdiff_scene(pan, ms, out, adapter=adapter, steps=2, float32=True, device="cpu")
+    fused, ref = gdal.Open(out), gdal.Open(pan)
+    assert (fused.RasterXSize, fused.RasterYSize, fused.RasterCount) == (174, 216, 9)
+    assert fused.GetGeoTransform() == ref.GetGeoTransform()
+    assert np.isfinite(fused.ReadAsArray()).all()

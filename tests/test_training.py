@@ -179,6 +179,12 @@ def test_scene_too_small_and_bad_patch(data_dir, tmp_path):
     gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[0, 0, 12, 12])
     with pytest.raises(PansharpenError, match="too small to learn from"):
         SceneCrops(pan, ms, patch=64)
+    # ratio 3: the smallest patch is 24 (16 rounded up to a multiple of 12), and the message says so
+    ali = data_dir / "hyperspectral" / "paris_hyperion_ali"
+    gdal.Translate(pan, str(ali / "pan.tif"), srcWin=[0, 0, 66, 66])
+    gdal.Translate(ms, str(ali / "ms.tif"), srcWin=[13, 0, 22, 22])
+    with pytest.raises(PansharpenError, match=r"\(22 x 22 MS pixels\).*at least 24 x 24 .*multiple of 12"):
+        SceneCrops(pan, ms, patch=60)
 
 
 def _tiny_problem(data_dir):

@@ -13,11 +13,12 @@ Adapter file (``torch.save``, read with ``weights_only=True``): ``format``, ``ve
 to use), ``base`` (file name of the weights it was adapted from, or ``None``), ``base_sha256``, ``state``
 (the tensors it changed; the whole model when there was no base), ``card`` (iterations, seconds, losses).
 """
+import math
 import os
 import time
 from typing import Callable, Optional
 
-from . import weights
+from . import raster, weights
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
 from .training.datasets import SceneCrops
@@ -34,6 +35,13 @@ PATCH = {"panadapter": 64, "ssdiff": 32}
 # methods' with it; 0 left D_s 3-5x theirs)
 SPATIAL_WEIGHT = 0.3
 SPECTRAL_FORMS = ("wald", "khan")  # the full-resolution spectral term: decimated against the MS, or Khan's form
+
+
+def default_patch(model, ratio, multiple=4):
+    """The training patch of ``model`` (``PATCH``) made a multiple of both the ratio and the token stride
+    (``multiple``), the nearest one: 60 for PanAdapter and 36 for SSDiff at ratio 3."""
+    step = ratio * multiple // math.gcd(int(ratio), multiple)
+    return max(step, int(round(PATCH[model] / step)) * step)
 
 
 def _create(model, bands, preset, guide_bands=None):
@@ -177,7 +185,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                              preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
                              progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
-    patch = patch or PATCH[model]
+    patch = patch or default_patch(model, raster.inspect_pair(pan_path, ms_path, ms_bands).ratio)
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
     if crops.patch != patch:
         log(f"The scene is small: training patches of {crops.patch} instead of {patch} MS pixels.")
@@ -260,7 +268,6 @@ def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, prese
                   sensor, progress, is_cancelled, log):
     """INF's scene adaptation as an adapter file (``panadapter:finetune`` MODEL=2: the MSI is given as PAN,
     the HSI as MS)."""
-    from . import raster
     from .hyperspectral import adapt_inf
 
     info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
@@ -411,7 +418,6 @@ def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", 
     or, without one, the pre-trained weights (their band count only). ``write`` sharpens the whole scene,
     ``fuse_window`` a window with the same pixels (the map preview)."""
     from .deep import DeepJob
-    from . import raster
 
     if model not in DEEP_TILE:
         raise PansharpenError(f"'{model}' is not a pansharpening model: use one of {', '.join(DEEP_TILE)}.")

@@ -88,10 +88,12 @@ class SceneCrops:
             raise PansharpenError(f"Patch size {patch} is not a multiple of {step} (the ratio and the model's "
                                   f"token stride).")
         fit = min(self.info.rows, self.info.cols) // step * step
-        if fit < max(min_patch, step):
+        need = -(-max(min_patch, step) // step) * step   # the smallest patch: a multiple of the step
+        if fit < need:
             raise PansharpenError(f"The scene ({self.info.cols} x {self.info.rows} MS pixels) is too small to "
-                                  f"learn from: at least {max(min_patch, step)} x {max(min_patch, step)} MS "
-                                  "pixels are needed.")
+                                  f"learn from: at least {need} x {need} MS pixels are needed (training patches "
+                                  f"of at least {min_patch} pixels, a multiple of {step}: the ratio and the "
+                                  "model's token stride).")
         patch = min(patch, fit)   # small scenes: patches as large as the scene allows
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
