@@ -101,11 +101,27 @@ def test_cancelled_finetune_writes_no_file(pair, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_default_training_patch_fits_every_ratio():
-    from panadapter_qgis.backend.adapt import default_patch
+def test_default_training_patch_fits_every_ratio(data_dir):
+    """A model's nominal patch (PanAdapter 64, SSDiff 32) becomes the nearest multiple of the ratio and the
+    token stride 4, capped by the scene: real pairs of ratio 2 (FuseBox), 3 (EO-1 ALI: 58 x 72 MS pixels under
+    the PAN, so at most 48) and 4 (WorldView-3). An explicit size that is not a multiple is still refused."""
+    from panadapter_qgis.backend.adapt import PATCH
+    from panadapter_qgis.backend.training.datasets import SceneCrops
 
-    assert [default_patch("panadapter", r) for r in (2, 3, 4)] == [64, 60, 64]
-    assert [default_patch("ssdiff", r) for r in (2, 3, 4)] == [32, 36, 32]
+    folders = {2: data_dir / "pansharpening" / "landsat7_fusebox" / "scene_10",
+               3: data_dir / "hyperspectral" / "paris_hyperion_ali",
+               4: data_dir / "pansharpening" / "wv3_cristianics"}
+    got = {}
+    for ratio, folder in folders.items():
+        pan, ms = str(folder / "pan.tif"), str(folder / "ms.tif")
+        for model in ("panadapter", "ssdiff"):
+            crops = SceneCrops(pan, ms, patch=PATCH[model], nearest=True, budget=2**14)
+            assert crops.ratio == ratio and crops.patch % crops.step == 0
+            got[ratio, model] = crops.patch
+        with pytest.raises(PansharpenError, match="not a multiple of"):
+            SceneCrops(pan, ms, patch=crops.step * 3 + 2)
+    assert got == {(2, "panadapter"): 64, (2, "ssdiff"): 32, (3, "panadapter"): 48, (3, "ssdiff"): 36,
+                   (4, "panadapter"): 64, (4, "ssdiff"): 32}
 
 
 @pytest.mark.slow

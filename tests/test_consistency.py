@@ -83,15 +83,6 @@ def test_project_raster_streams_the_projection_and_checks_the_grid(reduced_scene
     assert not (s["folder"] / "bad.tif").exists()
 
 
-def test_rows_must_reach_the_strip_projector_in_order(reduced_scene):
-    from panadapter_qgis.backend import raster
-
-    info = raster.inspect_pair(reduced_scene["pan"], reduced_scene["ms"])
-    projector = consistency.StripProjector(info, raster.PairReader(info), [0.3] * 6, lambda *a: None)
-    with pytest.raises(ValueError, match="in order"):
-        projector.push(np.zeros((6, 4, info.out_cols), np.float32), None, 8)
-
-
 def test_regularised_projection_corrects_less_and_still_towards_the_ms(reduced_scene):
     s = reduced_scene
     gains = [0.3] * 6

@@ -13,7 +13,6 @@ Adapter file (``torch.save``, read with ``weights_only=True``): ``format``, ``ve
 to use), ``base`` (file name of the weights it was adapted from, or ``None``), ``base_sha256``, ``state``
 (the tensors it changed; the whole model when there was no base), ``card`` (iterations, seconds, losses).
 """
-import math
 import os
 import time
 from typing import Callable, Optional
@@ -35,13 +34,6 @@ PATCH = {"panadapter": 64, "ssdiff": 32}
 # methods' with it; 0 left D_s 3-5x theirs)
 SPATIAL_WEIGHT = 0.3
 SPECTRAL_FORMS = ("wald", "khan")  # the full-resolution spectral term: decimated against the MS, or Khan's form
-
-
-def default_patch(model, ratio, multiple=4):
-    """The training patch of ``model`` (``PATCH``) made a multiple of both the ratio and the token stride
-    (``multiple``), the nearest one: 60 for PanAdapter and 36 for SSDiff at ratio 3."""
-    step = ratio * multiple // math.gcd(int(ratio), multiple)
-    return max(step, int(round(PATCH[model] / step)) * step)
 
 
 def _create(model, bands, preset, guide_bands=None):
@@ -185,10 +177,11 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                              preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
                              progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
-    patch = patch or default_patch(model, raster.inspect_pair(pan_path, ms_path, ms_bands).ratio)
-    crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch)
-    if crops.patch != patch:
-        log(f"The scene is small: training patches of {crops.patch} instead of {patch} MS pixels.")
+    # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
+    crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
+                       nearest=not patch)
+    if crops.patch < (patch or PATCH[model]) - crops.step // 2:
+        log(f"The scene is small: training patches of {crops.patch} instead of {patch or PATCH[model]} MS pixels.")
     torch.manual_seed(seed)
     net = _create(model, crops.bands, preset).to(dev)
     base_path = resolve_base(base_weights, model)

@@ -18,8 +18,7 @@ reduced-resolution gain the protocol's own degradation model can explain.
 (x) (D_c D_c^T)`` is solved exactly through the eigen-decomposition of each axis. Large images are projected
 in blocks of ``BLOCK`` MS pixels, each with ``HALO`` MS pixels of context on every side (cut at the image
 edges): the inverse decays by about 2.5x per MS pixel, so a block's interior gets the pixels of the
-whole-image projection to within float rounding. ``project_raster`` streams a fused raster through
-``StripProjector``.
+whole-image projection to within float rounding. ``project_raster`` projects a fused raster block by block.
 """
 from functools import lru_cache
 from typing import Callable, Optional
@@ -121,57 +120,6 @@ def project_region(fused, ms, ratio, gains, row0, col0, rows, cols, ms_valid=Non
     return out, span_r, span_c
 
 
-class StripProjector:
-    """Projects the rows of a fused image as a tile loop finishes them, in order, and hands each finished
-    band of rows to ``sink(fused (C, n, W), valid (n, W) or None, output row)``, the same call as without
-    projection. Memory: a few block rows of the image width."""
-
-    def __init__(self, info, reader, gains, sink: Callable, strength=0.0):
-        self.info, self.reader, self.gains, self.sink = info, reader, list(gains), sink
-        self.strength = float(strength)
-        self.r = info.ratio
-        self.blocks = _blocks(info.rows)
-        self.next = 0                       # index of the next block row to project
-        self.buf_row0 = 0                   # MS row of the buffer's first row
-        self.fused = np.zeros((len(info.ms_bands), 0, info.out_cols), np.float32)
-        self.valid = np.ones((0, info.out_cols), bool)
-
-    def push(self, fused, valid, out_row):
-        """Rows ``out_row ..`` of the output grid (PAN pixels, a multiple of the ratio, in order)."""
-        r = self.r
-        if out_row != (self.buf_row0 + self.fused.shape[1] // r) * r:
-            raise ValueError("StripProjector: rows must come in order")
-        self.fused = np.concatenate([self.fused, fused.astype(np.float32, copy=False)], 1)
-        self.valid = np.concatenate([self.valid, np.ones(fused.shape[1:], bool) if valid is None else valid], 0)
-        self._drain(final=False)
-
-    def finish(self):
-        self._drain(final=True)
-
-    def _drain(self, final):
-        info, r = self.info, self.r
-        have = self.buf_row0 + self.fused.shape[1] // r       # MS rows available: buf_row0 .. have
-        while self.next < len(self.blocks):
-            a, b = self.blocks[self.next]
-            hi = min(info.rows, b + HALO)
-            if hi > have and not final:
-                return
-            lo = max(0, a - HALO)
-            fused = self.fused[:, r * (lo - self.buf_row0):r * (hi - self.buf_row0)]
-            ms = self.reader.read_ms(lo, hi, 0, info.cols)
-            ms_valid = ms_valid_mask(ms, info.ms_nodata)
-            p, _, _ = project_region(fused, ms, r, self.gains, lo, 0, info.rows, info.cols, ms_valid, self.strength)
-            rows = slice(r * (a - lo), r * (b - lo))
-            valid = self.valid[r * (a - self.buf_row0):r * (b - self.buf_row0)]
-            self.sink(p[:, rows], None if valid.all() else valid, a * r)
-            self.next += 1
-            keep = max(0, (self.blocks[self.next][0] if self.next < len(self.blocks) else info.rows) - HALO)
-            drop = keep - self.buf_row0
-            if drop > 0:
-                self.fused, self.valid = self.fused[:, r * drop:], self.valid[r * drop:]
-                self.buf_row0 = keep
-
-
 def ms_valid_mask(ms, nodata):
     ok = np.isfinite(ms).all(0)
     if nodata is not None and not np.isnan(nodata):
@@ -197,18 +145,19 @@ def project_raster(fused_path, pan_path, ms_path, output_path, *, sensor=0, ms_b
                               f"with {bands} MS bands.")
     gains = sensor_by_index(sensor).gains_for(info.ms_bands, band_count=raster.open_raster(ms_path, "MS").RasterCount)
     writer = raster.GeoTiffWriter(output_path, info, float32, fused.GetMetadataItem("PANSHARPENING_METHOD") or "")
-    r = info.ratio
+    r, reader = info.ratio, raster.PairReader(info)
     try:
-        projector = StripProjector(info, raster.PairReader(info), gains,
-                                   lambda f, v, row: writer.write(writer.to_output(f, v), row, 0), strength)
-        for a, b in _blocks(info.rows):
+        for a, b in _blocks(info.rows):   # block rows of the image width, each read with its halo
             if is_cancelled is not None and is_cancelled():
                 raise Cancelled()
-            data = fused.ReadAsArray(0, r * a, info.out_cols, r * (b - a)).astype(np.float32)
-            projector.push(data.reshape(bands, r * (b - a), info.out_cols), None, r * a)
+            lo, hi = max(0, a - HALO), min(info.rows, b + HALO)
+            data = fused.ReadAsArray(0, r * lo, info.out_cols, r * (hi - lo)).astype(np.float32)
+            ms = reader.read_ms(lo, hi, 0, info.cols)
+            p, _, _ = project_region(data.reshape(bands, r * (hi - lo), info.out_cols), ms, r, gains, lo, 0,
+                                     info.rows, info.cols, ms_valid_mask(ms, info.ms_nodata), strength)
+            writer.write(writer.to_output(p[:, r * (a - lo):r * (b - lo)], None), r * a, 0)
             if progress is not None:
                 progress(b / info.rows)
-        projector.finish()
         writer.commit()
     except BaseException:
         writer.abort()

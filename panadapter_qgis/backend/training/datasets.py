@@ -69,7 +69,9 @@ class SceneCrops:
     The pair is degraded once, in windows of ``window`` MS pixels (each read with a halo and filtered
     exactly as a whole image would be), spread over the scene on a regular lattice up to ``budget`` MS
     pixels: memory depends on the budget, never on the raster size. ``patch`` is the target size on the MS
-    grid (the reduced pair's PAN grid); it must be a multiple of the ratio and of the model's token stride.
+    grid (the reduced pair's PAN grid); it must be a multiple of the ratio and of the model's token stride
+    (``step``), unless ``nearest``: then ``patch`` is a nominal size and the nearest multiple is taken (a
+    model's default patch at ratio 3: 64 -> 60, 32 -> 36).
     ``context``: reduced-pair LR pixels of image around each patch (its arrays are that much larger on every
     side, and a model's loss is taken on the interior), so that a model whose filters reach far (INF's
     pyramid low-pass) trains on patches that look like its inference tiles. ``guide_gain``: the MTF gain the
@@ -80,10 +82,12 @@ class SceneCrops:
 
     def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
                  scale=None, pan_mode="mtf", multiple=4, min_patch=16, guide_bands=False, context=0,
-                 guide_gain=None):
+                 guide_gain=None, nearest=False):
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         r = self.ratio = self.info.ratio
-        step = r * multiple // math.gcd(r, multiple)
+        step = self.step = r * multiple // math.gcd(r, multiple)
+        if nearest:
+            patch = max(step, int(round(patch / step)) * step)
         if patch % step:
             raise PansharpenError(f"Patch size {patch} is not a multiple of {step} (the ratio and the model's "
                                   f"token stride).")
