@@ -28,6 +28,7 @@ def test_adapter_file_and_card(adapter):
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "panadapter-adapter" and payload["bands"] == 4 and payload["ratio"] == 2
     assert card["iterations"] == 30 and card["trained_parameters"] > 0
+    assert card["sam_weight"] == 3.0    # the spectral-angle term's default weight (adapt.SAM_WEIGHT)
     assert np.isfinite(card["last_loss"])
     assert card["consistency"] == 1.0   # the full-resolution spectral term is on by default
     assert card["spatial"] == 0.3       # and so is the D_s-like one,

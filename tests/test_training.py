@@ -11,7 +11,7 @@ from panadapter_qgis.backend import mtf
 from panadapter_qgis.backend.errors import Cancelled, PansharpenError
 from panadapter_qgis.backend.models.panadapter import create_model
 from panadapter_qgis.backend.training.datasets import PanCollectionH5, SceneCrops
-from panadapter_qgis.backend.training.trainer import l1_step, train
+from panadapter_qgis.backend.training.trainer import l1_step, spectral_angle, train
 
 
 def test_pancollection_layout(data_dir):
@@ -165,6 +165,29 @@ def test_invariance_error_is_the_d_s_of_the_ms_one_scale_down(data_dir):
     target = metrics.q_block_map(lms, pan_lp, 32).mean(axis=(1, 2))
     assert error == pytest.approx(float(np.abs(truth - target).mean()), abs=1e-6)
     assert 0.0 < error < 1.0
+
+
+def test_spectral_angle_loss_is_sam_in_radians_and_ignores_brightness(data_dir):
+    """The loss term is the per-pixel angle between spectra, averaged: the index SAM (in degrees) measures.
+    Real FuseBox spectra: a brightness change leaves it at zero, a band swap does not, and l1_step adds it with
+    its weight."""
+    from panadapter_qgis.backend.metrics import sam
+
+    ms = gdal.Open(str(data_dir / "pansharpening" / "landsat7_fusebox" / "scene_10" / "ms.tif")).ReadAsArray()
+    gt = torch.from_numpy(ms[:, :32, :32].astype(np.float32) / 255)[None]
+    other = gt.clone()
+    other[:, [0, 3]] = gt[:, [3, 0]]       # red and NIR swapped
+    assert float(spectral_angle(gt * 1.7, gt)) < 2e-3
+    angle = float(spectral_angle(other, gt))
+    assert angle > 0.1
+    assert np.isclose(np.degrees(angle), sam(gt[0].numpy(), other[0].numpy()), rtol=2e-2)
+
+    class Echo(torch.nn.Module):
+        def forward(self, ms, lms, pan, ratio, stage=None):
+            return lms
+    b = dict(gt=gt, lms=other, ms=other[..., ::2, ::2], pan=gt[:, :1])
+    plain, weighted = l1_step()(Echo(), b), l1_step(sam_weight=3.0)(Echo(), b)
+    assert np.isclose(float(weighted - plain), 3 * angle, rtol=1e-5)
 
 
 def test_scene_too_small_and_bad_patch(data_dir, tmp_path):

@@ -50,9 +50,9 @@ def diffusion_loss(net, batch, generator=None, sam_weight=0.0):
     pred = net(q_sample(x0, t, noise), t, batch["ms"], batch["lms"], batch["pan"])
     loss = torch.nn.functional.l1_loss(pred, x0)
     if sam_weight:
-        fused, gt = batch["lms"] + pred, batch["gt"]
-        cos = (fused * gt).sum(1) / (fused.norm(dim=1) * gt.norm(dim=1) + 1e-8)
-        loss = loss + sam_weight * torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
+        from ...training.trainer import spectral_angle
+
+        loss = loss + sam_weight * spectral_angle(batch["lms"] + pred, batch["gt"])
     return loss
 
 
