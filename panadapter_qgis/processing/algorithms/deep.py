@@ -170,7 +170,7 @@ class SSDiffAlgorithm(DeepAlgorithm):
 
 class FinetuneAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "finetune"
-    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "DEVICE")
+    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "SAM_WEIGHT", "DEVICE")
     # enum order of SPECTRAL_TERM: backend.adapt.SPECTRAL_FORMS
     SPECTRAL_TERM_LABELS = ("Wald: the fused image, degraded to the MS scale, against the MS",
                             "Khan: the fused image, low-passed at the PAN scale, against the upsampled MS")
@@ -187,6 +187,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterEnum("SPECTRAL_TERM", tr("Full-resolution spectral term"),
                                             options=[tr(label) for label in self.SPECTRAL_TERM_LABELS],
                                             defaultValue=0))
+        self.add(QgsProcessingParameterNumber("SAM_WEIGHT",
+                                              tr("Spectral-angle weight (empty: the default of the model)"),
+                                              QgsProcessingParameterNumber.Double, optional=True, minValue=0))
         self.add_device()
         self.add(QgsProcessingParameterFileDestination("OUTPUT", tr("Adapter file"), tr("PyTorch file (*.pt)")),
                  "FINETUNE_OUTPUT")
@@ -200,6 +203,8 @@ class FinetuneAlgorithm(DeepAlgorithm):
         if not output:
             raise QgsProcessingException("OUTPUT: give the adapter file to write.")
         minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
+        unset = parameters.get("SAM_WEIGHT") in (None, "")
+        sam_weight = None if unset else self.parameterAsDouble(parameters, "SAM_WEIGHT", context)
         require_backend()
         from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
 
@@ -207,7 +212,7 @@ class FinetuneAlgorithm(DeepAlgorithm):
                          iterations=self.parameterAsInt(parameters, "ITERATIONS", context), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                          spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
-                         device=self.device(parameters, context))
+                         sam_weight=sam_weight, device=self.device(parameters, context))
         return {"OUTPUT": output, "ITERATIONS_DONE": card["iterations"], "FINAL_LOSS": card["last_loss"]}
 
 
