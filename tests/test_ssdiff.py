@@ -129,6 +129,7 @@ def test_finetune_ssdiff_writes_an_ssdiff_adapter(adapter):
     assert payload["model"] == "ssdiff" and payload["bands"] == 4 and payload["ratio"] == 2
     # from random initialisation: half the iterations train everything, the rest is L-BAF
     assert card["stage_iterations"] == [15, 15] and card["lbaf_phases"] == 1
+    assert card["sam_weight"] == 0.0   # SSDiff's default: no spectral-angle term (adapt.SAM_WEIGHT)
 
 
 def test_sampled_estimate_is_a_chain_step_with_gradients_through_one_forward():

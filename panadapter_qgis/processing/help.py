@@ -278,10 +278,10 @@ DEEP_PARAMETER_HELP = {
                      "fused patch, blurred at the PAN scale, must match the upsampled MS, the comparison HQNR's "
                      "D_lambda makes; measured best on full-resolution HQNR, 2-7 % worse ERGAS at reduced "
                      "resolution (see the README).",
-    "SAM_WEIGHT": "Weight of the spectral angle (radians) beside the L1 loss on the degraded pair (PanAdapter and "
-                  "SSDiff). Empty: the model's default, 3 for PanAdapter (better SAM on every measured scene) "
-                  "and 0 for SSDiff. 0 for PanAdapter gave a lower ERGAS on some scenes, most on Landsat-8 "
-                  "Istanbul (see the README).",
+    "SAM_WEIGHT": "Weight of the spectral angle (radians) beside the loss on the degraded pair (PanAdapter and "
+                  "SSDiff). Empty: the default of the model: 3 for PanAdapter (better SAM on every measured "
+                  "scene; 0 gave a lower ERGAS on some, most on Landsat-8 Istanbul), 0 for SSDiff (3 gave better "
+                  "reduced-resolution ERGAS and SAM but a lower full-resolution HQNR). See the README.",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
     "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "
