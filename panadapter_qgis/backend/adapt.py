@@ -190,8 +190,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
                        nearest=not patch)
-    if crops.patch < (patch or PATCH[model]) - crops.step // 2:
-        log(f"The scene is small: training patches of {crops.patch} instead of {patch or PATCH[model]} MS pixels.")
+    if crops.patch != crops.wanted:
+        log(f"The scene is small: training patches of {crops.patch} instead of {crops.wanted} MS pixels.")
     torch.manual_seed(seed)
     net = _create(model, crops.bands, preset).to(dev)
     base_path = resolve_base(base_weights, model)

@@ -98,6 +98,7 @@ class SceneCrops:
                                   f"learn from: at least {need} x {need} MS pixels are needed (training patches "
                                   f"of at least {min_patch} pixels, a multiple of {step}: the ratio and the "
                                   "model's token stride).")
+        self.wanted = patch       # the size asked for (after ``nearest``)
         patch = min(patch, fit)   # small scenes: patches as large as the scene allows
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount

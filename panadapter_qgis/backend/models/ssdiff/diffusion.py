@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from ...training.trainer import spectral_angle
+
 T = 1000
 
 
@@ -50,8 +52,6 @@ def diffusion_loss(net, batch, generator=None, sam_weight=0.0):
     pred = net(q_sample(x0, t, noise), t, batch["ms"], batch["lms"], batch["pan"])
     loss = torch.nn.functional.l1_loss(pred, x0)
     if sam_weight:
-        from ...training.trainer import spectral_angle
-
         loss = loss + sam_weight * spectral_angle(batch["lms"] + pred, batch["gt"])
     return loss
 
