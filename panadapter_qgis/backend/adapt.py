@@ -151,7 +151,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
                    stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=None, consistency=1.0,
-                   spatial=SPATIAL_WEIGHT, spectral_form="wald",
+                   spatial=None, spectral_form="wald",
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
     """Adapt ``model`` to the pair and write the adapter file ``output_path``; returns its card.
@@ -167,7 +167,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     the PAN reduced to its scale, down to the tolerance that the scene itself shows one scale down
     (``FullResolutionPatches.invariance_error``; in the card as ``spatial_tolerance``).
     ``sam_weight``: weight of the mean spectral angle beside the reduced-resolution L1 loss (None: the model's
-    ``SAM_WEIGHT``).
+    ``SAM_WEIGHT``). ``spatial`` None: ``SPATIAL_WEIGHT``.
     """
     torch = import_torch()
     log = log or (lambda msg: None)
@@ -187,6 +187,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                              progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
     sam_weight = SAM_WEIGHT[model] if sam_weight is None else float(sam_weight)
+    spatial = SPATIAL_WEIGHT if spatial is None else float(spatial)
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
                        nearest=not patch)

@@ -282,6 +282,13 @@ DEEP_PARAMETER_HELP = {
                   "SSDiff). Empty: the default of the model: 3 for PanAdapter (better SAM on every measured "
                   "scene; 0 gave a lower ERGAS on some, most on Landsat-8 Istanbul), 0 for SSDiff (3 gave better "
                   "reduced-resolution ERGAS and SAM but a lower full-resolution HQNR). See the README.",
+    "SPATIAL_WEIGHT": "Weight of the full-resolution D_s term (PanAdapter and SSDiff): each fused band should "
+                      "relate to the PAN as the MS relates to the PAN reduced to its scale, down to the error "
+                      "the scene itself shows one scale down. Empty: the default, 0.3, which keeps the "
+                      "full-resolution HQNR high. 0 leaves it out: sharper detail and a lower ERGAS where a "
+                      "reference exists (most on bright, high-contrast urban pixels), a lower HQNR. HQNR "
+                      "rewards leaving detail out: on reduced pairs, where the truth is known, plain "
+                      "upsampling often scores above the truth. See the README.",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
     "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "

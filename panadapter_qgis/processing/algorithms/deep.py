@@ -80,6 +80,12 @@ class DeepAlgorithm(TableAlgorithm):
             raise QgsProcessingException(f"{name}: the file '{value}' does not exist.")
         return value or None
 
+    def optional_number(self, parameters, name, context):
+        """An optional number parameter: None when it was left empty (the backend's default applies)."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, name, context)
+
     def sharpen(self, function, parameters, context, feedback, **extra):
         """The inference algorithms: the pair, the adapter or weights, device and tiles into ``function``
         (a backend ``*_scene``), then the run summary and the styling of the loaded output."""
@@ -170,7 +176,7 @@ class SSDiffAlgorithm(DeepAlgorithm):
 
 class FinetuneAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "finetune"
-    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "SAM_WEIGHT", "DEVICE")
+    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "SAM_WEIGHT", "SPATIAL_WEIGHT", "DEVICE")
     # enum order of SPECTRAL_TERM: backend.adapt.SPECTRAL_FORMS
     SPECTRAL_TERM_LABELS = ("Wald: the fused image, degraded to the MS scale, against the MS",
                             "Khan: the fused image, low-passed at the PAN scale, against the upsampled MS")
@@ -190,6 +196,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterNumber("SAM_WEIGHT",
                                               tr("Spectral-angle weight (empty: the default of the model)"),
                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0))
+        self.add(QgsProcessingParameterNumber("SPATIAL_WEIGHT",
+                                              tr("Full-resolution D_s term weight (empty: the default)"),
+                                              QgsProcessingParameterNumber.Double, optional=True, minValue=0))
         self.add_device()
         self.add(QgsProcessingParameterFileDestination("OUTPUT", tr("Adapter file"), tr("PyTorch file (*.pt)")),
                  "FINETUNE_OUTPUT")
@@ -203,8 +212,6 @@ class FinetuneAlgorithm(DeepAlgorithm):
         if not output:
             raise QgsProcessingException("OUTPUT: give the adapter file to write.")
         minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
-        unset = parameters.get("SAM_WEIGHT") in (None, "")
-        sam_weight = None if unset else self.parameterAsDouble(parameters, "SAM_WEIGHT", context)
         require_backend()
         from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
 
@@ -212,7 +219,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
                          iterations=self.parameterAsInt(parameters, "ITERATIONS", context), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                          spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
-                         sam_weight=sam_weight, device=self.device(parameters, context))
+                         sam_weight=self.optional_number(parameters, "SAM_WEIGHT", context),
+                         spatial=self.optional_number(parameters, "SPATIAL_WEIGHT", context),
+                         device=self.device(parameters, context))
         return {"OUTPUT": output, "ITERATIONS_DONE": card["iterations"], "FINAL_LOSS": card["last_loss"]}
 
 
