@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [p for p in (REPO,) if p not in sys.path]
 
-from bench.bench_quality import DEEP_ROWS, OUT, scenes_for  # noqa: E402
+from bench.bench_quality import DEEP_ROWS, OUT, scenes_for, write_report  # noqa: E402
 from panadapter_qgis.backend import assess, consistency  # noqa: E402
 from panadapter_qgis.backend.classical import METHODS  # noqa: E402
 
@@ -85,10 +85,7 @@ def main(argv=None) -> int:
             values = {**values, **fr[name]}
             lines.append(f"| {scene.name} | {name} | {values['ergas']:.3f} | {values['sam']:.3f} | "
                          f"{values['d_lambda']:.4f} | {values['d_s']:.4f} | {values['hqnr']:.4f} |")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"Report: {args.out}")
+    write_report(args.out, lines)
     return 0
 
 

@@ -20,7 +20,8 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   second;
 * SSDiff, scene-adapted the same way (``--ssdiff-iterations``, L-BAF from its bundled weights) and sampled
   with ``panadapter:ssdiff`` (``--ssdiff-steps``, default 10 DDIM steps as its own; seed 0), with its own
-  comparison table. ``--spectral-form`` chooses the full-resolution spectral term of both adaptations.
+  comparison table. ``--spectral-form`` chooses the full-resolution spectral term of both adaptations,
+  ``--spatial-weight`` the weight of their D_s term (``panadapter:finetune``'s ``SPATIAL_WEIGHT``).
 
 Seconds are the wall time of each fusion (the PAN/MS pair in, a GeoTIFF out). GRASS's i.pansharpen works on
 three bands: its rows are computed on those bands only, next to the plugin's ``upsample`` and
@@ -175,9 +176,18 @@ DEEP_ROW = DEEP_ROWS["panadapter"]
 DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
 
 
+def write_report(path: str, lines: List[str]) -> None:
+    """The Markdown report ``lines`` into ``path`` (its folder made), and where it went."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"Report: {path}")
+
+
 def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log,
-              model: str = "panadapter", spectral_form: str = "wald", steps: int = 10) -> Tuple[str, Row]:
-    """A deep model adapted to (pan, ms) by ``panadapter:finetune``'s backend, then applied to the same pair
+              model: str = "panadapter", adapt_options: Optional[dict] = None, steps: int = 10) -> Tuple[str, Row]:
+    """A deep model adapted to (pan, ms) by ``panadapter:finetune``'s backend (``adapt_options``: more keywords
+    of ``finetune_scene``, e.g. ``spectral_form``, ``spatial``), then applied to the same pair
     (``panadapter:panadapter`` with its defaults, or ``panadapter:ssdiff`` with ``steps`` DDIM steps)."""
     from panadapter_qgis.backend.adapt import finetune_scene, sharpen_scene, ssdiff_scene
 
@@ -186,7 +196,7 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
     adapter, out = os.path.join(folder, f"{model}.pt"), os.path.join(folder, f"{model}.tif")
     start = time.perf_counter()
     card = finetune_scene(pan, ms, adapter, model=model, sensor=scene.sensor, iterations=iterations,
-                          spectral_form=spectral_form, device="auto")
+                          device="auto", **(adapt_options or {}))
     t_train = time.perf_counter() - start
     if model == "ssdiff":
         result = ssdiff_scene(pan, ms, out, adapter=adapter, sensor=scene.sensor, steps=steps, float32=True)
@@ -203,7 +213,7 @@ def fuse_deep(scene: Scene, pan: str, ms: str, folder: str, iterations: int, log
 
 
 def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: bool, log,
-             deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald",
+             deep: Optional[Dict[str, int]] = None, adapt_options: Optional[dict] = None,
              ssdiff_steps: int = 10) -> Tuple[list, dict]:
     """Run every method and peer on (pan, ms): ([(row name, path, three_bands)], {row name: Row})."""
     os.makedirs(folder, exist_ok=True)
@@ -224,7 +234,7 @@ def fuse_all(scene: Scene, pan: str, ms: str, folder: str, methods, use_peers: b
             continue
         name = DEEP_ROWS[model]
         try:
-            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model, spectral_form,
+            out, rows[name] = fuse_deep(scene, pan, ms, folder, iterations, log, model, adapt_options,
                                         ssdiff_steps)
             outputs.append((name, out, False))
         except Exception as exc:  # noqa: BLE001
@@ -269,7 +279,7 @@ def assess_rows(results, outputs, rows, keys, prefix):
 
 
 def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
-              deep: Optional[Dict[str, int]] = None, spectral_form: str = "wald",
+              deep: Optional[Dict[str, int]] = None, adapt_options: Optional[dict] = None,
               ssdiff_steps: int = 10) -> Tuple[Dict[str, Row], List[str]]:
     folder = os.path.join(work, scene.name.replace("/", "_"))
     os.makedirs(folder, exist_ok=True)
@@ -279,7 +289,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
     degraded = wald.degrade(scene.pan, scene.ms, pan_lr, ms_lr, sensor=scene.sensor, out_reference=reference)
     ratio = degraded["ratio"]
     rr_out, rr_rows = fuse_all(scene, pan_lr, ms_lr, os.path.join(folder, "reduced"), methods, use_peers, log,
-                             deep, spectral_form, ssdiff_steps)
+                             deep, adapt_options, ssdiff_steps)
     rr = assess.assess_reduced([p for _, p, _ in rr_out], reference, ratio=ratio, dim_cut=21, sensor=scene.sensor)
     assess_rows(rr, rr_out, rr_rows, RR_KEYS, "RR")
     notes += [f"RR: {n}" for n in rr["notes"] if "matched by their descriptions" not in n]
@@ -287,7 +297,7 @@ def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
                  f"{rr['data_range']:g} ({rr['data_range_source']})")
     # full resolution
     fr_out, fr_rows = fuse_all(scene, scene.pan, scene.ms, os.path.join(folder, "full"), methods, use_peers, log,
-                             deep, spectral_form, ssdiff_steps)
+                             deep, adapt_options, ssdiff_steps)
     fr = assess.assess_full([p for _, p, _ in fr_out], scene.pan, scene.ms, sensor=scene.sensor)
     assess_rows(fr, fr_out, fr_rows, FR_KEYS, "FR")
     notes += [f"FR: {n}" for n in fr["notes"] if "matched by their descriptions" not in n]
@@ -418,6 +428,9 @@ def main(argv=None) -> int:
     parser.add_argument("--spectral-form", default="wald",
                         help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
                              "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
+    parser.add_argument("--spatial-weight", type=float, default=None,
+                        help="weight of the full-resolution D_s term of the adaptations (default: the backend's, "
+                             "panadapter:finetune's SPATIAL_WEIGHT left empty)")
     parser.add_argument("--ssdiff-steps", type=int, default=10,
                         help="DDIM steps of SSDiff's sampling (default 10, panadapter:ssdiff's default)")
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
@@ -429,6 +442,9 @@ def main(argv=None) -> int:
             parser.error(f"--spectral-form: use one of {', '.join(SPECTRAL_FORMS)}")
     if args.ssdiff_steps < 1:
         parser.error("--ssdiff-steps: at least 1")
+    if args.spatial_weight is not None and args.spatial_weight < 0:
+        parser.error("--spatial-weight: at least 0")
+    adapt_options = {"spectral_form": args.spectral_form, "spatial": args.spatial_weight}
 
     if not os.path.isdir(DATA):
         print(f"The shared data is not here: {DATA}", file=sys.stderr)
@@ -481,7 +497,7 @@ def main(argv=None) -> int:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")
         try:
-            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep, args.spectral_form,
+            rows, notes = run_scene(scene, work, methods, not args.no_peers, log, deep, adapt_options,
                                     args.ssdiff_steps)
         except Exception as exc:  # noqa: BLE001 (one scene must not stop the benchmark)
             failures += 1
@@ -517,6 +533,7 @@ def main(argv=None) -> int:
                    f"{model} on its Wald-degraded version: the RR pair for the RR scores, the original pair for "
                    "HQNR), starting from the bundled weights, which never saw these scenes; full-resolution "
                    f"spectral term in {args.spectral_form.capitalize()}'s form"
+                   + (f", D_s term weight {args.spatial_weight:g}" if args.spatial_weight is not None else "")
                    + (f"; sampled with {args.ssdiff_steps} DDIM step{'s' if args.ssdiff_steps > 1 else ''}, seed 0"
                       if model == "ssdiff" else "")
                    + ".", ""]

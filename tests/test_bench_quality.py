@@ -1,5 +1,6 @@
 """make bench-quality, on one small real scene and two methods: the Markdown tables it writes."""
 import pytest
+import torch
 
 from bench import bench_quality
 
@@ -9,7 +10,8 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     out = tmp_path / "quality.md"
     code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
                                "--adapt-iterations", "20", "--ssdiff-iterations", "10", "--out", str(out),
-                               "--spectral-form", "khan", "--ssdiff-steps", "2", "--work", str(tmp_path / "work")])
+                               "--spectral-form", "khan", "--spatial-weight", "0", "--ssdiff-steps", "2",
+                               "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text(encoding="utf-8")
     assert "## wv3_cristianics (sensor index 2)" in text and "## Mean over 1 scenes" in text
@@ -27,7 +29,11 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     ssdiff = [line for line in text.splitlines() if line.startswith("| ssdiff (scene-adapted) |")]
     assert len(ssdiff) == 2 and all(c.strip() not in ("", "n/a") for c in ssdiff[0].strip("|").split("|"))
     assert "## Scene-adapted SSDiff against the best classical method" in text
-    assert "spectral term in Khan's form; sampled with 2 DDIM steps, seed 0." in text
+    assert "spectral term in Khan's form, D_s term weight 0; sampled with 2 DDIM steps, seed 0." in text
+    # the adaptation options reached finetune_scene: the adapter cards say so
+    for tag in ("reduced", "full"):
+        card = torch.load(tmp_path / "work" / "wv3_cristianics" / tag / "panadapter.pt", weights_only=True)["card"]
+        assert (card["spectral_form"], card["spatial"], card["spatial_tolerance"]) == ("khan", 0.0, None)
     assert text.count("Mean ERGAS gain over the best classical method") == 2
     assert "Total wall time" in capsys.readouterr().out
     # --spectral-form reaches every adaptation, at both resolutions and for both models
