@@ -30,18 +30,14 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     assert len(ssdiff) == 2 and all(c.strip() not in ("", "n/a") for c in ssdiff[0].strip("|").split("|"))
     assert "## Scene-adapted SSDiff against the best classical method" in text
     assert "spectral term in Khan's form, D_s term weight 0; sampled with 2 DDIM steps, seed 0." in text
-    # the adaptation options reached finetune_scene: the adapter cards say so
-    for tag in ("reduced", "full"):
-        card = torch.load(tmp_path / "work" / "wv3_cristianics" / tag / "panadapter.pt", weights_only=True)["card"]
-        assert (card["spectral_form"], card["spatial"], card["spatial_tolerance"]) == ("khan", 0.0, None)
     assert text.count("Mean ERGAS gain over the best classical method") == 2
     assert "Total wall time" in capsys.readouterr().out
-    # --spectral-form reaches every adaptation, at both resolutions and for both models
-    import torch
+    # --spectral-form and --spatial-weight reach every adaptation, at both resolutions and for both models
     for res in ("reduced", "full"):
         for model in ("panadapter", "ssdiff"):
             card = torch.load(tmp_path / "work" / "wv3_cristianics" / res / f"{model}.pt", weights_only=True)["card"]
             assert card["spectral_form"] == "khan", (res, model)
+            assert (card["spatial"], card["spatial_tolerance"]) == (0.0, None), (res, model)
 
 
 def test_bench_quality_rejects_an_unknown_spectral_form(capsys):
