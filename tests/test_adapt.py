@@ -69,6 +69,16 @@ def test_khan_spectral_form_is_recorded_and_changes_what_is_learned(pair, tmp_pa
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.parametrize("weights, name", [({"spatial": -0.3}, "SPATIAL_WEIGHT"), ({"sam_weight": -1}, "SAM_WEIGHT"),
+                                           ({"spatial": float("nan")}, "SPATIAL_WEIGHT")])
+def test_negative_loss_weights_are_refused_with_their_name(pair, tmp_path, weights, name):
+    """A negative weight would reward the distortion its term measures: refused, naming the parameter."""
+    pan, ms = pair
+    with pytest.raises(PansharpenError, match=f"{name} must be at least 0"):
+        finetune_scene(pan, ms, str(tmp_path / "x.pt"), sensor=8, iterations=3, device="cpu", **weights)
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_adapted_model_sharpens_the_scene(adapter, pair, tmp_path):
     path, _ = adapter
     pan, ms = pair

@@ -188,6 +188,10 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     dev = select_device(device)
     sam_weight = SAM_WEIGHT[model] if sam_weight is None else float(sam_weight)
     spatial = SPATIAL_WEIGHT if spatial is None else float(spatial)
+    for label, value in (("SAM_WEIGHT", sam_weight), ("SPATIAL_WEIGHT", spatial),
+                         ("The consistency weight", consistency)):
+        if not float(value) >= 0:   # also refuses NaN
+            raise PansharpenError(f"{label} must be at least 0 (got {value}).")
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
                        nearest=not patch)
