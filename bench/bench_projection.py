@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [p for p in (REPO,) if p not in sys.path]
 
-from bench.bench_quality import DEEP_ROWS, OUT, scenes_for, write_report  # noqa: E402
+from bench.bench_quality import DEEP_ROWS, OUT, scene_folder, scenes_for, write_report  # noqa: E402
 from panadapter_qgis.backend import assess, consistency  # noqa: E402
 from panadapter_qgis.backend.classical import METHODS  # noqa: E402
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     lines = ["# Spectral-consistency projection of the quality bench's rasters", "",
              "| scene | row | ERGAS | SAM° | D_λ | D_s | HQNR |", "|---|---|---:|---:|---:|---:|---:|"]
     for scene in scenes_for(args.scenes, args.work):
-        folder = os.path.join(args.work, scene.name.replace("/", "_"))
+        folder = scene_folder(args.work, scene)
         rasters = [m for m in methods if all(os.path.isfile(os.path.join(folder, tag, FILES[m] + ".tif"))
                                              for tag in ("reduced", "full"))]
         if not rasters:

@@ -176,6 +176,11 @@ DEEP_ROW = DEEP_ROWS["panadapter"]
 DEEP_LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff"}
 
 
+def scene_folder(work: str, scene: Scene) -> str:
+    """The folder of ``scene`` in a work folder (its rasters: ``reduced/``, ``full/``, the reduced pair)."""
+    return os.path.join(work, scene.name.replace("/", "_"))
+
+
 def write_report(path: str, lines: List[str]) -> None:
     """The Markdown report ``lines`` into ``path`` (its folder made), and where it went."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -281,7 +286,7 @@ def assess_rows(results, outputs, rows, keys, prefix):
 def run_scene(scene: Scene, work: str, methods, use_peers: bool, log,
               deep: Optional[Dict[str, int]] = None, adapt_options: Optional[dict] = None,
               ssdiff_steps: int = 10) -> Tuple[Dict[str, Row], List[str]]:
-    folder = os.path.join(work, scene.name.replace("/", "_"))
+    folder = scene_folder(work, scene)
     os.makedirs(folder, exist_ok=True)
     notes = []
     # reduced resolution

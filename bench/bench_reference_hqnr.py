@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [p for p in (REPO,) if p not in sys.path]
 
-from bench.bench_quality import DEEP_ROWS, OUT, scenes_for, write_report  # noqa: E402
+from bench.bench_quality import DEEP_ROWS, OUT, scene_folder, scenes_for, write_report  # noqa: E402
 from panadapter_qgis.backend import assess  # noqa: E402
 from panadapter_qgis.backend.classical import METHODS  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
              "| scene | row | HQNR | D_λ | D_s | ERGAS | above the reference |", "|---|---|---:|---:|---:|---:|---|"]
     summary = []
     for scene in scenes_for(args.scenes, args.work):
-        folder = os.path.join(args.work, scene.name.replace("/", "_"))
+        folder = scene_folder(args.work, scene)
         if not os.path.isfile(os.path.join(folder, "reference.tif")):
             continue
         rasters = [m for m in list(METHODS) + list(DEEP_ROWS)
