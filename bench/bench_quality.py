@@ -1,7 +1,7 @@
 """Quality of every sharpening method of the provider and of the Debian peers on the real scenes.
 
     .venv/bin/python bench/bench_quality.py [--scenes default|all|NAME,...] [--no-peers] [--methods a,b]
-                                            [--adapt-iterations 600] [--ssdiff-iterations 600]
+                                            [--adapt-iterations N] [--ssdiff-iterations N]
     make bench-quality [BENCH_QUALITY_ARGS="--scenes all"]
 
 For each scene (``../shared/data``; nothing is copied into the repository):
@@ -13,12 +13,13 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   PSNR against the original MS (21-pixel border cut);
 * full resolution: the same tools fuse the original pair; ``assess_full`` gives D_lambda (Khan), D_s,
   HQNR and QNR;
-* PanAdapter, scene-adapted (``--adapt-iterations``, default 600 as ``panadapter:finetune``; 0 skips it):
+* PanAdapter, scene-adapted (``--adapt-iterations``, default ``panadapter:finetune``'s, 600; 0 skips it):
   adapted on the reduced pair for the RR row and on the original pair for the FR row, from the bundled
   weights, which never saw these scenes; a last table sets it against the best classical method of the
   provider on each scene (ERGAS, SAM, HQNR), with its adaptation seconds and inference megapixels per
   second;
-* SSDiff, scene-adapted the same way (``--ssdiff-iterations``, L-BAF from its bundled weights) and sampled
+* SSDiff, scene-adapted the same way (``--ssdiff-iterations``, default ``panadapter:finetune``'s for SSDiff,
+  3000; L-BAF from its bundled weights) and sampled
   with ``panadapter:ssdiff`` (``--ssdiff-steps``, default 10 DDIM steps as its own; seed 0), with its own
   comparison table. ``--spectral-form`` chooses the full-resolution spectral term of both adaptations,
   ``--spatial-weight`` the weight of their D_s term (``panadapter:finetune``'s ``SPATIAL_WEIGHT``).
@@ -426,10 +427,12 @@ def main(argv=None) -> int:
                              "eo1_ali_paris, zhengzhou_4band, sentinel2/T33UUB, ...)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method ids (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
-    parser.add_argument("--adapt-iterations", type=int, default=600,
-                        help="PanAdapter scene adaptation iterations (0: skip PanAdapter)")
-    parser.add_argument("--ssdiff-iterations", type=int, default=600,
-                        help="SSDiff scene adaptation iterations (L-BAF; 0: skip SSDiff)")
+    parser.add_argument("--adapt-iterations", type=int, default=None,
+                        help="PanAdapter scene adaptation iterations (default: panadapter:finetune's, "
+                             "adapt.ITERATIONS; 0: skip PanAdapter)")
+    parser.add_argument("--ssdiff-iterations", type=int, default=None,
+                        help="SSDiff scene adaptation iterations (L-BAF; default: panadapter:finetune's, "
+                             "adapt.ITERATIONS; 0: skip SSDiff)")
     parser.add_argument("--spectral-form", default="wald",
                         help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
                              "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
@@ -441,8 +444,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(OUT, "quality.md"), help="Markdown report")
     parser.add_argument("--work", default=None, help="folder for the rasters (default: a temporary folder)")
     args = parser.parse_args(argv)
-    if args.adapt_iterations or args.ssdiff_iterations:  # the backend (and torch) only when a deep model runs
-        from panadapter_qgis.backend.adapt import SPECTRAL_FORMS
+    deep = {"panadapter": args.adapt_iterations, "ssdiff": args.ssdiff_iterations}
+    if any(n != 0 for n in deep.values()):  # the backend (and torch) only when a deep model runs
+        from panadapter_qgis.backend.adapt import ITERATIONS, SPECTRAL_FORMS
+        deep = {model: ITERATIONS[model] if n is None else n for model, n in deep.items()}
         if args.spectral_form not in SPECTRAL_FORMS:
             parser.error(f"--spectral-form: use one of {', '.join(SPECTRAL_FORMS)}")
     if args.ssdiff_steps < 1:
@@ -497,7 +502,6 @@ def main(argv=None) -> int:
         return 2
     per_scene: Dict[str, Dict[str, Row]] = {}
     failures = 0
-    deep = {"panadapter": args.adapt_iterations, "ssdiff": args.ssdiff_iterations}
     for scene in scenes:
         t_scene = time.perf_counter()
         log(f"\n== {scene.name}: {scene.label}")

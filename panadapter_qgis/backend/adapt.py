@@ -42,6 +42,13 @@ SPATIAL_WEIGHT = 0.3
 # with 0, 3.557 / 2.330 with 3, 3.620 / 2.338 with 10, but adapted on the full pairs its HQNR falls with 3
 # (0.9586 -> 0.9485 and 0.9627 -> 0.9559: D_s 0.019 -> 0.028, 0.008 -> 0.015), so SSDiff's stays 0
 SAM_WEIGHT = {"panadapter": 3.0, "ssdiff": 0.0}
+# default scene-adaptation iterations per model (``panadapter:finetune`` ITERATIONS left empty). PanAdapter has
+# converged by 600 (Zhengzhou, reduced resolution: ERGAS 2.343 with 600, 2.312 with 1500). SSDiff's L-BAF, one
+# branch at a time, has not: development scenes, reduced resolution, 10 DDIM steps, ERGAS with 600 / 1500 /
+# 3000 iterations (D_s term 0): Zhengzhou 2.666 / 2.320 / 2.218, FuseBox 10 3.683 / 3.524 / 3.484 (1500 at
+# lr 1e-3: Zhengzhou 2.256). Adapted on the full pairs with 3000, HQNR Zhengzhou 0.9682, FuseBox 10 0.9488 (best
+# classical 0.9553, 0.8517); FuseBox 10 with 600: 0.9586
+ITERATIONS = {"panadapter": 600, "ssdiff": 3000, "inf": 600}
 SPECTRAL_FORMS = ("wald", "khan")  # the full-resolution spectral term: decimated against the MS, or Khan's form
 
 
@@ -151,7 +158,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
-                   ms_bands=None, iterations=600, minutes=None, device="auto", base_weights="bundled",
+                   ms_bands=None, iterations=None, minutes=None, device="auto", base_weights="bundled",
                    stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=None, consistency=1.0,
                    spatial=None, spectral_form="wald",
                    progress: Optional[Callable] = None,
@@ -169,20 +176,21 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     the PAN reduced to its scale, down to the tolerance that the scene itself shows one scale down
     (``FullResolutionPatches.invariance_error``; in the card as ``spatial_tolerance``).
     ``sam_weight``: weight of the mean spectral angle beside the reduced-resolution L1 loss (None: the model's
-    ``SAM_WEIGHT``). ``spatial`` None: ``SPATIAL_WEIGHT``.
+    ``SAM_WEIGHT``). ``spatial`` None: ``SPATIAL_WEIGHT``. ``iterations`` None: the model's ``ITERATIONS``.
     """
     torch = import_torch()
     log = log or (lambda msg: None)
     if not output_path:
         raise PansharpenError("No output adapter file was given.")
+    if model not in MODELS:
+        _create(model, 1, preset)  # raises the error that names the available models
+    iterations = ITERATIONS[model] if iterations is None else iterations
     if int(iterations) < 1:
         raise PansharpenError("ITERATIONS must be at least 1.")
     if spectral_form not in SPECTRAL_FORMS:
         raise PansharpenError(f"Unknown spectral term form '{spectral_form}': use {' or '.join(SPECTRAL_FORMS)}.")
     if not 0 <= float(stage2_share) < 1:
         raise PansharpenError("The stage-2 share of the iterations must be in [0, 1).")
-    if model not in MODELS:
-        _create(model, 1, preset)  # raises the error that names the available models
     if model == "inf":
         return _finetune_inf(pan_path, ms_path, output_path, iterations=int(iterations), minutes=minutes,
                              preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
@@ -257,7 +265,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                                              extra_loss=extra_loss if full is not None else None,
                                              progress=progress, is_cancelled=is_cancelled, log=log)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
-    card = dict(iterations=sum(r.iterations for r in results), stage_iterations=[r.iterations for r in results],
+    card = dict(iterations=sum(r.iterations for r in results), planned_iterations=int(iterations),
+                stage_iterations=[r.iterations for r in results],
                 first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
                 sam_weight=sam_weight,
@@ -285,7 +294,8 @@ def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, prese
     net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, minutes=minutes, device=device,
                                          preset=preset, batch=batch, lr=lr, seed=seed, progress=progress,
                                          is_cancelled=is_cancelled, log=log)
-    card = dict(iterations=res.iterations, stage_iterations=[res.iterations], first_loss=res.first_loss,
+    card = dict(iterations=res.iterations, planned_iterations=int(iterations), stage_iterations=[res.iterations],
+                first_loss=res.first_loss,
                 last_loss=res.last_loss, seconds=seconds, batch=batch, lr=lr, device=str(select_device(device)),
                 trained_parameters=int(sum(p.numel() for p in net.parameters())))
     payload = dict(format=FORMAT, version=2, model="inf", preset=preset, bands=net.bands,

@@ -268,8 +268,11 @@ DEEP_PARAMETER_HELP = {
     "MODEL": "The deep model to adapt: PanAdapter (0), SSDiff (1) or INF (2: hyperspectral fusion; give the "
              "multispectral image as PAN and the hyperspectral image as MS). The adapter file works only with the "
              "algorithm of the same model.",
-    "ITERATIONS": "Training steps (batches of 8 patches). 600 takes a few minutes on a laptop CPU for a "
-                  "Landsat-size scene and gives most of the gain; more iterations rarely hurt.",
+    "ITERATIONS": "Training steps (batches of patches of the dataset), over both stages.",
+    "FINETUNE_ITERATIONS": "Training steps (batches of 8 patches). Empty: the default of the model, measured on "
+                           "development scenes: 600 for PanAdapter (3-8 minutes on a 2-core CPU; 1500 gained "
+                           "little more) and INF, 3000 for SSDiff, whose L-BAF trains one branch at a time and "
+                           "kept improving up to 3000 (5-10 minutes). More iterations rarely hurt.",
     "MINUTES": "Stop after this many minutes even if the iterations are not done (0: no time limit). The "
                "adapter is written with what was learned so far.",
     "SPECTRAL_TERM": "How the adaptation checks the spectra of the full-resolution pair itself (PanAdapter and "

@@ -184,8 +184,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_pair()
         self.add(QgsProcessingParameterEnum("MODEL", tr("Model"), options=list(MODEL_LABELS), defaultValue=0))
-        self.add(QgsProcessingParameterNumber("ITERATIONS", tr("Iterations"), QgsProcessingParameterNumber.Integer,
-                                              defaultValue=600, minValue=1))
+        self.add(QgsProcessingParameterNumber("ITERATIONS", tr("Iterations (empty: the default of the model)"),
+                                              QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+                 "FINETUNE_ITERATIONS")
         self.add(QgsProcessingParameterNumber("MINUTES", tr("Time limit (minutes, 0 = none)"),
                                               QgsProcessingParameterNumber.Double, defaultValue=0, minValue=0))
         self.add(QgsProcessingParameterFile("WEIGHTS", tr("Pre-trained weights (default: bundled)"),
@@ -215,8 +216,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
         require_backend()
         from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
 
+        iterations = self.optional_number(parameters, "ITERATIONS", context)
         card = self.call(finetune_scene, pan, ms, output, feedback=feedback, model=model, sensor=sensor,
-                         iterations=self.parameterAsInt(parameters, "ITERATIONS", context), minutes=minutes,
+                         iterations=None if iterations is None else int(iterations), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                          spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
                          sam_weight=self.optional_number(parameters, "SAM_WEIGHT", context),
