@@ -139,14 +139,13 @@ def test_finetune_iterations_left_empty_take_the_model_default(crop, tmp_path, p
 
     assert ITERATIONS["ssdiff"] > ITERATIONS["panadapter"]
     pan, ms = crop
-    cards = {}
     for model, index in (("panadapter", 0), ("ssdiff", 1)):
         out = str(tmp_path / f"{model}.pt")
         result = processing.run("panadapter:finetune", {"PAN": pan, "MS": ms, "SENSOR": 8, "MODEL": index,
                                                         "MINUTES": 0.05, "DEVICE": 1, "OUTPUT": out})
-        cards[model] = torch.load(out, weights_only=True)["card"]
-        assert cards[model]["planned_iterations"] == ITERATIONS[model]
-        assert 0 < result["ITERATIONS_DONE"] == cards[model]["iterations"] < ITERATIONS[model]
+        card = torch.load(out, weights_only=True)["card"]
+        assert card["planned_iterations"] == ITERATIONS[model]
+        assert 0 < result["ITERATIONS_DONE"] == card["iterations"] < ITERATIONS[model]
 
 
 def test_ssdiff_with_a_panadapter_adapter_is_refused(adapter, crop, tmp_path, panadapter_provider):

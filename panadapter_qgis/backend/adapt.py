@@ -184,15 +184,15 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         raise PansharpenError("No output adapter file was given.")
     if model not in MODELS:
         _create(model, 1, preset)  # raises the error that names the available models
-    iterations = ITERATIONS[model] if iterations is None else iterations
-    if int(iterations) < 1:
+    iterations = int(ITERATIONS[model] if iterations is None else iterations)
+    if iterations < 1:
         raise PansharpenError("ITERATIONS must be at least 1.")
     if spectral_form not in SPECTRAL_FORMS:
         raise PansharpenError(f"Unknown spectral term form '{spectral_form}': use {' or '.join(SPECTRAL_FORMS)}.")
     if not 0 <= float(stage2_share) < 1:
         raise PansharpenError("The stage-2 share of the iterations must be in [0, 1).")
     if model == "inf":
-        return _finetune_inf(pan_path, ms_path, output_path, iterations=int(iterations), minutes=minutes,
+        return _finetune_inf(pan_path, ms_path, output_path, iterations=iterations, minutes=minutes,
                              preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
                              progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
@@ -252,7 +252,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
 
         fr_loss = None if full is None else (lambda m, b: full_resolution_terms(
             sampled_estimate(m, b["full_ms"], b["full_lms"], b["full_pan"]), b))
-        results, trained, stage, extra = _adapt_ssdiff(net, batches, int(iterations), minutes, base is not None,
+        results, trained, stage, extra = _adapt_ssdiff(net, batches, iterations, minutes, base is not None,
                                                        lr=lr, sam_weight=sam_weight, device=dev, seed=seed,
                                                        progress=progress, is_cancelled=is_cancelled, log=log,
                                                        extra_loss=fr_loss)
@@ -260,12 +260,12 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         if base is None:
             log("No pre-trained weights: stage 1 trains the prior extractors from random initialisation.")
         groups = (net.ADAPT_STAGE1, net.ADAPT) if base else (net.STAGE1, net.STAGE2)
-        results, trained, stage = two_stages(net, batches, groups, int(iterations), stage2_share, minutes=minutes,
+        results, trained, stage = two_stages(net, batches, groups, iterations, stage2_share, minutes=minutes,
                                              lr=lr, device=dev, seed=seed, sam_weight=sam_weight,
                                              extra_loss=extra_loss if full is not None else None,
                                              progress=progress, is_cancelled=is_cancelled, log=log)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
-    card = dict(iterations=sum(r.iterations for r in results), planned_iterations=int(iterations),
+    card = dict(iterations=sum(r.iterations for r in results), planned_iterations=iterations,
                 stage_iterations=[r.iterations for r in results],
                 first_loss=results[0].first_loss, last_loss=results[-1].last_loss,
                 seconds=time.perf_counter() - t0, patch=crops.patch, batch=batch, lr=lr, device=str(dev),
@@ -294,7 +294,7 @@ def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, prese
     net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, minutes=minutes, device=device,
                                          preset=preset, batch=batch, lr=lr, seed=seed, progress=progress,
                                          is_cancelled=is_cancelled, log=log)
-    card = dict(iterations=res.iterations, planned_iterations=int(iterations), stage_iterations=[res.iterations],
+    card = dict(iterations=res.iterations, planned_iterations=iterations, stage_iterations=[res.iterations],
                 first_loss=res.first_loss,
                 last_loss=res.last_loss, seconds=seconds, batch=batch, lr=lr, device=str(select_device(device)),
                 trained_parameters=int(sum(p.numel() for p in net.parameters())))

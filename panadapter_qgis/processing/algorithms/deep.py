@@ -216,9 +216,8 @@ class FinetuneAlgorithm(DeepAlgorithm):
         require_backend()
         from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
 
-        iterations = self.optional_number(parameters, "ITERATIONS", context)
         card = self.call(finetune_scene, pan, ms, output, feedback=feedback, model=model, sensor=sensor,
-                         iterations=None if iterations is None else int(iterations), minutes=minutes,
+                         iterations=self.optional_number(parameters, "ITERATIONS", context), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                          spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
                          sam_weight=self.optional_number(parameters, "SAM_WEIGHT", context),
