@@ -129,6 +129,7 @@ test: deps peers
 bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
+	$(PY) bench/bench_deep_speed.py
 
 # The bundled weights (backend/weights/*.pt + .json cards), on the FuseBox training scenes: PanAdapter
 # (restoration pre-training of the backbones, then its two stages; about 25 min on a 2-core CPU) and

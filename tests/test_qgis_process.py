@@ -97,6 +97,28 @@ def test_run_brovey_writes_a_geotiff_on_the_pan_grid(env, backend_ready, istanbu
     assert not list(tmp_path.glob("*.part.tif"))
 
 
+def _links_openblas(binary):
+    linked = subprocess.run(["ldd", binary], capture_output=True, text=True)
+    return linked.returncode == 0 and "openblas" in linked.stdout
+
+
+def test_a_deep_model_runs_with_the_system_openblas_kept_to_one_thread(env, backend_ready, data_dir, tmp_path):
+    """qgis_process is linked with the system BLAS (OpenBLAS on a Debian QGIS install), so torch's matrix
+    products go to it; the run keeps it to one thread (``test_blas_threads.py``) and says so. Without this a
+    0.6 MP PanAdapter inference took 174 s here instead of 12 s (``make bench`` measures the speed)."""
+    from conftest import fusebox_crop
+    from osgeo import gdal
+
+    pan, ms = fusebox_crop(data_dir, tmp_path, "scene_09", pan_size=128, bands=(1, 2, 3, 4, 5, 6))
+    output = tmp_path / "deep.tif"
+    ran = qgis_process(env, "run", "panadapter:panadapter", f"--PAN={pan}", f"--MS={ms}", "--SENSOR=8",
+                       f"--OUTPUT={output}")
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert gdal.Open(str(output)).RasterCount == 6
+    said = "the system OpenBLAS runs single-threaded meanwhile" in ran.stdout + ran.stderr
+    assert said == _links_openblas(QGIS_PROCESS)
+
+
 def test_a_user_error_is_a_clear_message_and_no_output(env, backend_ready, istanbul, tmp_path):
     """The error comes while torch is still importing on its thread (a cold process): the exit is still
     qgis_process's error status, never an abort or a segmentation fault on the way out (seen 2 in 5

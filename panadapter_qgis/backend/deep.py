@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import mtf, raster
-from .device import describe, import_torch, is_cuda_oom, select_device
+from .device import describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
 from .errors import PansharpenError, user_errors
 from .pipeline import TileSource
 from .sensors import sensor_by_index
@@ -170,7 +170,7 @@ class DeepJob:
         torch, r, c = self.torch, self.info.ratio, self.context
         inputs = [self._inputs(d) + ((r * (t.r0 - c), r * (t.c0 - c)),) for t, d in zip(tiles, datas)]
         outs, start, batch = [], 0, min(len(inputs), self.batch_limit or len(inputs))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_owns_the_cores():
             while start < len(inputs):
                 try:
                     out = self._forward(inputs[start:start + batch])

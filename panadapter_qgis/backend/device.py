@@ -1,4 +1,7 @@
-"""Device choice (CUDA when present, else CPU), autocast for the deep models, and CUDA out-of-memory back-off."""
+"""Device choice (CUDA when present, else CPU), autocast for the deep models, CUDA out-of-memory back-off, and
+the system OpenBLAS that torch's matrix products reach inside QGIS (``torch_owns_the_cores``)."""
+import contextlib
+import ctypes
 import sys
 import threading
 
@@ -76,7 +79,63 @@ def describe(device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"CUDA {props.name} ({props.total_memory / 2**30:.1f} GiB)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    shared = "; the system OpenBLAS runs single-threaded meanwhile" if global_openblas() is not None else ""
+    return f"CPU ({torch.get_num_threads()} threads{shared})"
+
+
+_openblas = []                       # [library or None], looked up once per process
+_openblas_lock = threading.Lock()
+_openblas_users = [0, None]          # runs inside torch_owns_the_cores, the thread count to restore
+
+
+def global_openblas():
+    """The OpenBLAS in the process's global symbol scope (a ``ctypes`` library), or None.
+
+    On Linux, a program linked with a system BLAS puts that library's symbols in the global scope, and
+    torch's own calls to ``sgemm_`` then resolve to it instead of its bundled BLAS: QGIS and qgis_process
+    on Debian are linked with ``libblas.so.3``, which is OpenBLAS once QGIS's packages have installed it.
+    torch calls it from inside its parallel loops (attention, for one), where OpenBLAS's threads, which
+    spin while they wait, fight torch's for the cores. A plain Python process keeps numpy's BLAS out of
+    that scope: there, and on Windows and macOS, None."""
+    if not _openblas:
+        found = None
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(None)
+                if all(hasattr(lib, name) for name in ("openblas_set_num_threads", "openblas_get_num_threads",
+                                                        "sgemm_")):
+                    lib.openblas_get_num_threads.restype = ctypes.c_int
+                    lib.openblas_set_num_threads.argtypes = [ctypes.c_int]
+                    found = lib
+            except OSError:
+                pass
+        _openblas.append(found)
+    return _openblas[0]
+
+
+@contextlib.contextmanager
+def torch_owns_the_cores():
+    """While torch computes: the global OpenBLAS (``global_openblas``) single-threaded, so that torch's
+    threads have the cores (on a 2-core CPU inside qgis_process, PanAdapter's inference of a 0.6 MP scene
+    took 174 s without this and 11.5 s with it, as in a plain Python process; SSDiff's 211 s and 10 s).
+    Nested and concurrent runs share one setting; the last to leave restores OpenBLAS's thread count, so
+    numpy's linear algebra elsewhere in QGIS keeps its threads. A no-op where there is no such library."""
+    lib = global_openblas()
+    if lib is None:
+        yield
+        return
+    with _openblas_lock:
+        if _openblas_users[0] == 0:
+            _openblas_users[1] = lib.openblas_get_num_threads()
+            lib.openblas_set_num_threads(1)
+        _openblas_users[0] += 1
+    try:
+        yield
+    finally:
+        with _openblas_lock:
+            _openblas_users[0] -= 1
+            if _openblas_users[0] == 0:
+                lib.openblas_set_num_threads(_openblas_users[1])
 
 
 def is_cuda_oom(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ..device import torch_owns_the_cores
 from ..errors import Cancelled
 
 
@@ -30,6 +31,7 @@ class TrainResult:
         return d
 
 
+@torch_owns_the_cores()
 def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Parameter], *, iterations: int,
           lr: float = 1e-3, minutes: Optional[float] = None, device=None, seed: int = 0,
           progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,

@@ -1,0 +1,113 @@
+"""The deep models' speed inside QGIS (``qgis_process``) against a plain Python process, on one real scene.
+
+    .venv/bin/python bench/bench_deep_speed.py [--scene DIR] [--sensor N] [--steps N] [--iterations N]
+
+QGIS's executables are linked with the system BLAS (OpenBLAS on a Debian QGIS install), whose symbols then
+take the place of torch's own for its matrix products; torch calls them from inside its parallel loops,
+where OpenBLAS's threads competed with torch's (``backend.device.torch_owns_the_cores``, which keeps
+OpenBLAS to one thread while torch computes). Measured: inference with the bundled weights
+(``panadapter:panadapter``, ``panadapter:ssdiff`` with ``--steps``) and scene adaptation
+(``panadapter:finetune``, ``--iterations`` for each model), each through ``qgis_process.bin`` and through
+the backend in Python; the work seconds are the ones each run reports (start-up and torch's import left
+out). Target: inside QGIS at most 1.5 times the Python process's time (there, torch's matrix products
+outside its parallel loops run on one OpenBLAS thread instead of its own multi-threaded BLAS). Default scene:
+Landsat-7 FuseBox scene 10 (798 x 798 PAN, 6 bands: the bundled weights' band count).
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "pansharpening")
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+TARGET = 1.5
+WROTE = re.compile(r"Wrote .* in ([0-9.]+) s\.")
+ADAPTED = re.compile(r"Adapter written: .*, ([0-9.]+) s\)\.")
+
+
+def qgis_env(profile):
+    env = {k: v for k, v in os.environ.items() if k not in ("QGIS_CUSTOM_CONFIG_PATH", "PYTHONPATH")}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=profile, QGIS_PLUGINPATH=REPO,
+               PYTHONPATH=sysconfig.get_paths()["purelib"])
+    return env
+
+
+def seconds_in(text, pattern, what):
+    found = pattern.findall(text)
+    if not found:
+        raise RuntimeError(f"{what}: no timing in its log:\n{text[-2000:]}")
+    return float(found[-1])
+
+
+def in_qgis(env, algorithm, params, pattern):
+    args = [QGIS_PROCESS, "run", f"panadapter:{algorithm}"] + [f"--{k}={v}" for k, v in params.items()]
+    ran = subprocess.run(args, env=env, capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{ran.stdout[-2000:]}{ran.stderr[-2000:]}")
+    return seconds_in(ran.stdout + ran.stderr, pattern, algorithm)
+
+
+def in_python(call, result_seconds):
+    code = (f"import sys; sys.path.insert(0, {REPO!r})\n"
+            "from panadapter_qgis.backend import adapt\n"
+            f"r = adapt.{call}\nprint('SECONDS', r[{result_seconds!r}])")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise RuntimeError(f"{call} failed:\n{ran.stderr[-2000:]}")
+    return float(ran.stdout.split("SECONDS")[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scene", default=os.path.join(DATA, "landsat7_fusebox", "scene_10"))
+    ap.add_argument("--sensor", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10, help="SSDiff sampling steps (default 10)")
+    ap.add_argument("--iterations", type=int, default=100, help="adaptation iterations per model (default 100)")
+    args = ap.parse_args(argv)
+    if not os.path.exists(QGIS_PROCESS):
+        sys.exit(f"{QGIS_PROCESS} is missing: make qgis")
+    pan, ms = os.path.join(args.scene, "pan.tif"), os.path.join(args.scene, "ms.tif")
+    with tempfile.TemporaryDirectory() as work:
+        profile = os.path.join(work, "profile")
+        env = qgis_env(profile)
+        subprocess.run([QGIS_PROCESS, "plugins", "enable", "panadapter_qgis"], env=env, check=True,
+                       capture_output=True)
+        out = lambda name: os.path.join(work, name)  # noqa: E731
+        common = dict(PAN=pan, MS=ms, SENSOR=args.sensor)
+        kw = f"sensor={args.sensor}, device='cpu'"
+        cases = [
+            ("panadapter:panadapter", lambda: in_qgis(env, "panadapter", dict(common, OUTPUT=out("q1.tif")), WROTE),
+             lambda: in_python(f"sharpen_scene({pan!r}, {ms!r}, {out('p1.tif')!r}, {kw})", "seconds")),
+            (f"panadapter:ssdiff, {args.steps} steps",
+             lambda: in_qgis(env, "ssdiff", dict(common, STEPS=args.steps, OUTPUT=out("q2.tif")), WROTE),
+             lambda: in_python(f"ssdiff_scene({pan!r}, {ms!r}, {out('p2.tif')!r}, steps={args.steps}, {kw})",
+                               "seconds")),
+        ]
+        for index, model in enumerate(("panadapter", "ssdiff")):
+            cases.append((
+                f"panadapter:finetune MODEL={index}, {args.iterations} iterations",
+                lambda i=index: in_qgis(env, "finetune", dict(common, MODEL=i, ITERATIONS=args.iterations,
+                                                              OUTPUT=out(f"q{i}.pt")), ADAPTED),
+                lambda m=model: in_python(f"finetune_scene({pan!r}, {ms!r}, {out(m + '.pt')!r}, model={m!r}, "
+                                          f"iterations={args.iterations}, {kw})", "seconds")))
+        print(f"Scene {args.scene}; {time.strftime('%Y-%m-%d')}; work seconds each run reports\n")
+        print("| run | qgis_process s | Python s | ratio | target |")
+        print("|---|---:|---:|---:|---|")
+        failed = 0
+        for label, qgis_run, python_run in cases:
+            q, p = qgis_run(), python_run()
+            ok = q <= TARGET * p
+            failed += not ok
+            print(f"| {label} | {q:.1f} | {p:.1f} | {q / p:.2f} | {'met' if ok else 'MISSED'} (<= {TARGET}) |",
+                  flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
