@@ -84,6 +84,17 @@ def test_training_runs_with_openblas_single_threaded_and_restores_it(fake_openbl
     assert fake_openblas.threads == 4
 
 
+def test_a_classical_method_runs_under_the_same_guard(fake_openblas, istanbul, tmp_path):
+    from panadapter_qgis.backend.pipeline import pansharpen
+
+    pan, ms = istanbul
+    messages = []
+    pansharpen(str(pan), str(ms), str(tmp_path / "f.tif"), "mtf_glp_fs", sensor=8, log=messages.append)
+    assert (tmp_path / "f.tif").exists()
+    assert 1 in fake_openblas.history and fake_openblas.threads == 4
+    assert any("the system OpenBLAS runs single-threaded meanwhile" in m for m in messages)
+
+
 def test_nested_and_failing_runs_restore_the_count_once(fake_openblas):
     with device.torch_owns_the_cores():
         with device.torch_owns_the_cores():

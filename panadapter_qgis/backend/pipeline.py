@@ -13,7 +13,8 @@ import numpy as np
 from . import raster
 from .classical import create_method
 from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
-from .device import describe, import_torch, preload_torch, select_device, wait_for_preload
+from .device import (describe, import_torch, preload_torch, select_device, torch_owns_the_cores,
+                     wait_for_preload)
 from .errors import PansharpenError, user_errors
 from .sensors import sensor_by_index
 from .tiling import Tile, run_tiles, tile_grid
@@ -113,7 +114,7 @@ def compute_stats(method, source: TileSource, info: raster.PairInfo, progress=No
         stats.band_min, stats.band_p1 = _band_summary(info, percentile=method.needs_percentile(bands))
     if not method.pan_stats and not method.lr_stats:
         return stats
-    with import_torch().inference_mode():
+    with import_torch().inference_mode(), torch_owns_the_cores():
         _add_moments(method, source, info, stats, progress, is_cancelled)
     return stats
 
@@ -204,7 +205,7 @@ class FusionJob:
         self.fit(is_cancelled=is_cancelled)
         tile = Tile(row0 // r, -(-row1 // r), col0 // r, -(-col1 // r))
         torch = import_torch()
-        with torch.inference_mode(), _guard(self.method):
+        with torch.inference_mode(), _guard(self.method), torch_owns_the_cores():
             fused, valid = self.fuse_tile(tile, self.source.read(tile))
         if valid is not None:
             fused[:, ~valid] = np.nan
@@ -234,7 +235,7 @@ class FusionJob:
             torch = import_torch()
             self.log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x "
                      f"{len(info.ms_bands)}, device {describe(self.device)}.")
-            with torch.inference_mode(), _guard(m):
+            with torch.inference_mode(), _guard(m), torch_owns_the_cores():
                 writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
                 try:
                     def process(tile, data):
