@@ -93,6 +93,7 @@ class DeviceReport:
     gpus: List[Tuple[str, int]] = field(default_factory=list)  # (name, total memory in bytes)
     cpu_threads: Optional[int] = None
     cpu_reason: Optional[str] = None           # why the CPU is used, when it is
+    system_openblas: bool = False              # an OpenBLAS in the process's global scope (QGIS on Linux)
 
     @property
     def device(self) -> str:
@@ -118,6 +119,9 @@ class DeviceReport:
         rows.append(("Runs on", self.device))
         if self.cpu_reason:
             rows.append(("Why not a GPU", self.cpu_reason))
+        if self.system_openblas:
+            rows.append(("System BLAS", "QGIS's OpenBLAS, which torch's matrix products use here: kept to one "
+                                        "thread while PanAdapter computes"))
         return rows
 
     def as_text(self) -> str:
@@ -139,6 +143,11 @@ def device_report() -> DeviceReport:
         return report
     report.torch_version = str(torch.__version__)
     report.cuda_build = getattr(torch.version, "cuda", None)
+    try:
+        from .backend.device import global_openblas
+        report.system_openblas = global_openblas() is not None
+    except Exception:  # noqa: BLE001 (the dialog must open whatever the backend's state)
+        pass
     try:
         report.cpu_threads = torch.get_num_threads()
         report.cuda_available = bool(torch.cuda.is_available())

@@ -73,3 +73,13 @@ def test_the_real_torch_of_this_machine():
     report = device_report()
     assert report.torch_version == torch.__version__
     assert report.cuda_available == torch.cuda.is_available()
+
+
+def test_the_system_openblas_is_named_where_torch_meets_it(monkeypatch):
+    from panadapter_qgis.backend import device
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch("2.13.0+cpu", None))
+    monkeypatch.setattr(device, "_openblas", [object()])
+    assert "System BLAS: QGIS's OpenBLAS" in device_report().as_text()
+    monkeypatch.setattr(device, "_openblas", [None])
+    assert "System BLAS" not in device_report().as_text()
