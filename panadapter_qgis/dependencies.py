@@ -93,7 +93,7 @@ class DeviceReport:
     gpus: List[Tuple[str, int]] = field(default_factory=list)  # (name, total memory in bytes)
     cpu_threads: Optional[int] = None
     cpu_reason: Optional[str] = None           # why the CPU is used, when it is
-    system_openblas: bool = False              # an OpenBLAS in the process's global scope (QGIS on Linux)
+    system_blas: Optional[str] = None          # the system BLAS torch's products reach (QGIS on Linux), said
 
     @property
     def device(self) -> str:
@@ -119,9 +119,8 @@ class DeviceReport:
         rows.append(("Runs on", self.device))
         if self.cpu_reason:
             rows.append(("Why not a GPU", self.cpu_reason))
-        if self.system_openblas:
-            rows.append(("System BLAS", "QGIS's OpenBLAS, which torch's matrix products use here: kept to one "
-                                        "thread while PanAdapter computes"))
+        if self.system_blas:
+            rows.append(("System BLAS", self.system_blas))
         return rows
 
     def as_text(self) -> str:
@@ -144,8 +143,15 @@ def device_report() -> DeviceReport:
     report.torch_version = str(torch.__version__)
     report.cuda_build = getattr(torch.version, "cuda", None)
     try:
-        from .backend.device import global_openblas
-        report.system_openblas = global_openblas() is not None
+        from .backend.device import global_openblas, slow_blas
+        if slow_blas():
+            report.system_blas = (
+                f"{slow_blas()}, which torch's matrix products use here instead of its own BLAS: the deep models "
+                "can run several times slower. Choose OpenBLAS (Debian, Ubuntu: sudo update-alternatives --config "
+                "libblas.so.3-x86_64-linux-gnu), then restart QGIS.")
+        elif global_openblas() is not None:
+            report.system_blas = ("QGIS's OpenBLAS, which torch's matrix products use here: kept to one thread "
+                                  "while PanAdapter computes.")
     except Exception:  # noqa: BLE001 (the dialog must open whatever the backend's state)
         pass
     try:

@@ -7,6 +7,7 @@ Python). ``backend.device.torch_owns_the_cores`` keeps it to one thread during i
 """
 import ctypes.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -109,24 +110,36 @@ def test_nested_and_failing_runs_restore_the_count_once(fake_openblas):
 
 def test_without_a_global_openblas_nothing_is_touched(monkeypatch):
     monkeypatch.setattr(device, "_openblas", [None])
+    monkeypatch.setattr(device, "_blas", [None])
     with device.torch_owns_the_cores():
         pass
     assert "OpenBLAS" not in device.describe(torch.device("cpu"))
 
 
+def test_another_global_blas_is_named_in_the_run_log(monkeypatch):
+    monkeypatch.setattr(device, "_openblas", [None])
+    monkeypatch.setattr(device, "_blas", ["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0"])
+    said = device.describe(torch.device("cpu"))
+    assert "system BLAS /usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0" in said and "slower" in said
+    monkeypatch.setattr(device, "_blas", ["/opt/intel/oneapi/mkl/lib/libmkl_rt.so.2"])
+    assert device.slow_blas() is None
+
+
 OPENBLAS = ctypes.util.find_library("openblas")
+REFERENCE_BLAS = "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3"   # Debian's libblas3
 
 PROBE = textwrap.dedent("""
     import ctypes, json, sys
     sys.path.insert(0, {repo!r})
-    if {load_global}:   # as QGIS's executables do: OpenBLAS in the global scope before torch
+    if {load_global}:   # as QGIS's executables do: the system BLAS in the global scope before torch
         lib = ctypes.CDLL({name!r}, mode=ctypes.RTLD_GLOBAL)
-        lib.openblas_set_num_threads(2)
+        if hasattr(lib, "openblas_set_num_threads"):
+            lib.openblas_set_num_threads(2)
     import numpy, torch
     numpy.ones((64, 64)) @ numpy.ones((64, 64))   # numpy's own BLAS, loaded by Python
     from panadapter_qgis.backend import device
     found = device.global_openblas()
-    out = dict(found=found is not None)
+    out = dict(found=found is not None, slow=device.slow_blas())
     if found is not None:
         with device.torch_owns_the_cores():
             out["inside"] = found.openblas_get_num_threads()
@@ -136,8 +149,8 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _probe(load_global):
-    code = PROBE.format(repo=str(REPO_ROOT), load_global=load_global, name=OPENBLAS)
+def _probe(load_global, name=OPENBLAS):
+    code = PROBE.format(repo=str(REPO_ROOT), load_global=load_global, name=name)
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     return json.loads(ran.stdout.strip().splitlines()[-1])
@@ -145,8 +158,14 @@ def _probe(load_global):
 
 @pytest.mark.skipif(OPENBLAS is None, reason="no OpenBLAS on this machine")
 def test_a_global_openblas_is_found_and_set_to_one_thread_then_back():
-    assert _probe(True) == {"found": True, "inside": 1, "after": 2}
+    assert _probe(True) == {"found": True, "slow": None, "inside": 1, "after": 2}
+
+
+@pytest.mark.skipif(not os.path.exists(REFERENCE_BLAS), reason="Debian's reference BLAS is not installed")
+def test_the_reference_blas_in_the_global_scope_is_named_as_slow():
+    probed = _probe(True, REFERENCE_BLAS)
+    assert probed["found"] is False and "/blas/libblas.so.3" in probed["slow"]
 
 
 def test_a_plain_python_process_leaves_numpys_blas_alone():
-    assert _probe(False) == {"found": False}
+    assert _probe(False) == {"found": False, "slow": None}

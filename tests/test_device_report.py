@@ -79,7 +79,20 @@ def test_the_system_openblas_is_named_where_torch_meets_it(monkeypatch):
     from panadapter_qgis.backend import device
 
     monkeypatch.setitem(sys.modules, "torch", fake_torch("2.13.0+cpu", None))
+    monkeypatch.setattr(device, "_blas", ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"])
     monkeypatch.setattr(device, "_openblas", [object()])
     assert "System BLAS: QGIS's OpenBLAS" in device_report().as_text()
+    monkeypatch.setattr(device, "_blas", [None])
     monkeypatch.setattr(device, "_openblas", [None])
     assert "System BLAS" not in device_report().as_text()
+
+
+def test_a_slow_system_blas_is_named_with_the_remedy(monkeypatch):
+    from panadapter_qgis.backend import device
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch("2.13.0+cpu", None))
+    monkeypatch.setattr(device, "_blas", ["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0"])
+    monkeypatch.setattr(device, "_openblas", [None])
+    text = device_report().as_text()
+    assert "System BLAS: /usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0" in text
+    assert "update-alternatives --config libblas.so.3-x86_64-linux-gnu" in text

@@ -2,6 +2,7 @@
 the system OpenBLAS that torch's matrix products reach inside QGIS (``torch_owns_the_cores``)."""
 import contextlib
 import ctypes
+import os
 import sys
 import threading
 
@@ -79,8 +80,53 @@ def describe(device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"CUDA {props.name} ({props.total_memory / 2**30:.1f} GiB)"
-    shared = "; the system OpenBLAS runs single-threaded meanwhile" if global_openblas() is not None else ""
+    if slow_blas():
+        shared = (f"; torch's matrix products go to the system BLAS {slow_blas()}, which can make this several "
+                  "times slower: choose OpenBLAS for libblas.so.3, see the README")
+    elif global_openblas() is not None:
+        shared = "; the system OpenBLAS runs single-threaded meanwhile"
+    else:
+        shared = ""
     return f"CPU ({torch.get_num_threads()} threads{shared})"
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
+                ("dli_saddr", ctypes.c_void_p)]
+
+
+_blas = []    # [resolved path of the library whose sgemm_ is global, or None], looked up once per process
+
+
+def global_blas():
+    """The file of the BLAS whose ``sgemm_`` is in the process's global symbol scope (symbolic links
+    resolved), which torch's matrix products then use instead of its own (see ``global_openblas``), or None:
+    a plain Python process, Windows, macOS."""
+    if not _blas:
+        found = None
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(None)
+                if hasattr(lib, "sgemm_") and hasattr(lib, "dladdr"):
+                    info = _DlInfo()
+                    if lib.dladdr(ctypes.cast(lib.sgemm_, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
+                        found = os.path.realpath(os.fsdecode(info.dli_fname))
+            except OSError:
+                pass
+        _blas.append(found)
+    return _blas[0]
+
+
+def slow_blas():
+    """``global_blas`` when it is neither OpenBLAS nor MKL (e.g. the reference BLAS, ``libblas3`` on Debian:
+    PanAdapter's inference of a 0.6 MP scene took 80 s in qgis_process against 11 s with OpenBLAS), else
+    None. Nothing in the process can change which library torch's products bind to; the user can, by
+    selecting OpenBLAS for ``libblas.so.3`` (``update-alternatives``)."""
+    path = global_blas()
+    if path is None:
+        return None
+    name = path.lower()
+    return None if "openblas" in name or "mkl" in name else path
 
 
 _openblas = []                       # [library or None], looked up once per process
