@@ -119,7 +119,7 @@ def global_blas():
 
 def slow_blas():
     """``global_blas`` when it is neither OpenBLAS nor MKL (e.g. the reference BLAS, ``libblas3`` on Debian:
-    PanAdapter's inference of a 0.6 MP scene took 80 s in qgis_process against 11 s with OpenBLAS), else
+    PanAdapter's inference of a 0.6 MP scene took 81 s in qgis_process against 12 s with OpenBLAS), else
     None. Nothing in the process can change which library torch's products bind to; the user can, by
     selecting OpenBLAS for ``libblas.so.3`` (``update-alternatives``)."""
     path = global_blas()
