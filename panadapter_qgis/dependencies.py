@@ -144,9 +144,10 @@ def device_report() -> DeviceReport:
     report.cuda_build = getattr(torch.version, "cuda", None)
     try:
         from .backend.device import global_openblas, slow_blas
-        if slow_blas():
+        slow = slow_blas()
+        if slow:
             report.system_blas = (
-                f"{slow_blas()}, which torch's matrix products use here instead of its own BLAS: the deep models "
+                f"{slow}, which torch's matrix products use here instead of its own BLAS: the deep models "
                 "can run several times slower. Choose OpenBLAS (Debian, Ubuntu: sudo update-alternatives --config "
                 "libblas.so.3-x86_64-linux-gnu), then restart QGIS.")
         elif global_openblas() is not None:

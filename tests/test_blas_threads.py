@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, fusebox_crop
 
 from panadapter_qgis.backend import device
 from panadapter_qgis.backend.deep import DeepJob
@@ -58,12 +58,7 @@ class _Recorder(torch.nn.Module):
 
 
 def test_inference_runs_with_openblas_single_threaded_and_restores_it(fake_openblas, data_dir, tmp_path):
-    from osgeo import gdal
-
-    scene = data_dir / "pansharpening" / "landsat8_istanbul"
-    pan, ms = str(tmp_path / "pan.tif"), str(tmp_path / "ms.tif")
-    gdal.Translate(pan, str(scene / "pan.tif"), srcWin=[100, 60, 128, 128])
-    gdal.Translate(ms, str(scene / "ms.tif"), srcWin=[48, 28, 70, 70])
+    pan, ms = fusebox_crop(data_dir, tmp_path, "scene_09", pan_size=128, bands=(1, 2, 3))
     model = _Recorder(fake_openblas)
     messages = []
     DeepJob(pan, ms, model, sensor=8, device="cpu", log=messages.append).write(str(tmp_path / "f.tif"),

@@ -80,8 +80,9 @@ def describe(device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"CUDA {props.name} ({props.total_memory / 2**30:.1f} GiB)"
-    if slow_blas():
-        shared = (f"; torch's matrix products go to the system BLAS {slow_blas()}, which can make this several "
+    slow = slow_blas()
+    if slow:
+        shared = (f"; torch's matrix products go to the system BLAS {slow}, which can make this several "
                   "times slower: choose OpenBLAS for libblas.so.3, see the README")
     elif global_openblas() is not None:
         shared = "; the system OpenBLAS runs single-threaded meanwhile"
@@ -95,6 +96,16 @@ class _DlInfo(ctypes.Structure):
                 ("dli_saddr", ctypes.c_void_p)]
 
 
+def _global_scope():
+    """The process's global symbol scope as a ``ctypes`` library (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
 _blas = []    # [resolved path of the library whose sgemm_ is global, or None], looked up once per process
 
 
@@ -103,16 +114,10 @@ def global_blas():
     resolved), which torch's matrix products then use instead of its own (see ``global_openblas``), or None:
     a plain Python process, Windows, macOS."""
     if not _blas:
-        found = None
-        if sys.platform.startswith("linux"):
-            try:
-                lib = ctypes.CDLL(None)
-                if hasattr(lib, "sgemm_") and hasattr(lib, "dladdr"):
-                    info = _DlInfo()
-                    if lib.dladdr(ctypes.cast(lib.sgemm_, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
-                        found = os.path.realpath(os.fsdecode(info.dli_fname))
-            except OSError:
-                pass
+        lib, info, found = _global_scope(), _DlInfo(), None
+        if (lib is not None and hasattr(lib, "sgemm_") and hasattr(lib, "dladdr")
+                and lib.dladdr(ctypes.cast(lib.sgemm_, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname):
+            found = os.path.realpath(os.fsdecode(info.dli_fname))
         _blas.append(found)
     return _blas[0]
 
@@ -144,18 +149,14 @@ def global_openblas():
     spin while they wait, fight torch's for the cores. A plain Python process keeps numpy's BLAS out of
     that scope: there, and on Windows and macOS, None."""
     if not _openblas:
-        found = None
-        if sys.platform.startswith("linux"):
-            try:
-                lib = ctypes.CDLL(None)
-                if all(hasattr(lib, name) for name in ("openblas_set_num_threads", "openblas_get_num_threads",
-                                                        "sgemm_")):
-                    lib.openblas_get_num_threads.restype = ctypes.c_int
-                    lib.openblas_set_num_threads.argtypes = [ctypes.c_int]
-                    found = lib
-            except OSError:
-                pass
-        _openblas.append(found)
+        lib = _global_scope()
+        if lib is not None and all(hasattr(lib, name) for name in ("openblas_set_num_threads",
+                                                                   "openblas_get_num_threads", "sgemm_")):
+            lib.openblas_get_num_threads.restype = ctypes.c_int
+            lib.openblas_set_num_threads.argtypes = [ctypes.c_int]
+        else:
+            lib = None
+        _openblas.append(lib)
     return _openblas[0]
 
 
