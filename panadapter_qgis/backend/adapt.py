@@ -65,6 +65,71 @@ def _create(model, bands, preset, guide_bands=None):
     return create_model(bands, preset)
 
 
+def _is_universal(preset):
+    from .models.panadapter import PRESETS
+    return preset in PRESETS and PRESETS[preset].universal
+
+
+def choose_base_method(pan_path, ms_path, sensor=0, ms_bands=None):
+    """The classical method a universal PanAdapter starts from on this pair (``classical_base.choose``)."""
+    from .classical_base import choose
+    return choose(pan_path, ms_path, sensor, ms_bands)
+
+
+def _base_message(method, scores):
+    listed = ", ".join(f"{m} {e:.3f}" for m, e in sorted(scores.items(), key=lambda kv: kv[1]))
+    return (f"Classical base: {method}, the best on the pair degraded by Wald's protocol (ERGAS: {listed}); the "
+            "deep model adds its residual to it.")
+
+
+def check_against_base(net, windows, crops, stage, device):
+    """ERGAS of the model and of its classical base against the reference, on held-out windows of the degraded
+    pair (non-overlapping patches of the training size): the adaptation's check (issue 27)."""
+    import numpy as np
+
+    from . import metrics
+    torch = import_torch()
+    r, p = crops.ratio, crops.patch
+    preds, bases, refs = [], [], []
+    net.eval()
+    with torch.inference_mode():
+        for w in windows:
+            rows, cols = w["gt"].shape[-2:]
+            for i in range(0, rows - p + 1, p):
+                for j in range(0, cols - p + 1, p):
+                    cut = {k: (v[:, i // r:(i + p) // r, j // r:(j + p) // r] if k == "ms" else v[:, i:i + p, j:j + p])
+                           for k, v in w.items()}
+                    b = {k: (v / crops.scale)[None].to(device) for k, v in cut.items()}
+                    out = net(b["ms"], b["lms"], b["pan"], r, stage=stage, base=b["base"])
+                    preds.append(out[0].double().cpu().numpy() * crops.scale)
+                    bases.append(cut["base"].double().numpy())
+                    refs.append(cut["gt"].double().numpy())
+    net.train()
+    ref, pred, bse = (np.concatenate(x, 2) for x in (refs, preds, bases))
+    e_net, e_base = float(metrics.ergas(ref, pred, r)), float(metrics.ergas(ref, bse, r))
+    return dict(ergas_adapted=e_net, ergas_base=e_base, beats_base=bool(e_net < e_base),
+                pixels=int(ref.shape[1] * ref.shape[2]))
+
+
+class BaseOnly:
+    """The classical base alone, where an adapter did not beat it: a model for ``DeepJob`` that returns its
+    ``base``."""
+    needs_base = universal = True
+    bands = None
+
+    def __init__(self, bands):
+        self.bands = bands
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, ms, lms, pan, ratio, base=None, **_):
+        return base
+
+
 def _read_weights(path):
     """The content of a weights file (``torch.load``, tensors only)."""
     torch = import_torch()
@@ -202,17 +267,28 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                          ("The consistency weight", consistency)):
         if not float(value) >= 0:   # also refuses NaN
             raise PansharpenError(f"{label} must be at least 0 (got {value}).")
+    base_path = resolve_base(base_weights, model)
+    base_meta = _read_weights(base_path) if base_path else None
+    if isinstance(base_meta, dict) and base_meta.get("preset"):
+        preset = base_meta["preset"]       # adapt the weights' own architecture
+    base_method = None
+    if model == "panadapter" and _is_universal(preset):
+        base_method, scores = choose_base_method(pan_path, ms_path, sensor, ms_bands)
+        log(_base_message(base_method, scores))
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
-                       nearest=not patch)
+                       nearest=not patch, base_method=base_method)
     if crops.patch != crops.wanted:
         log(f"The scene is small: training patches of {crops.patch} instead of {crops.wanted} MS pixels.")
+    held_out = crops.hold_out() if base_method else []
+    if base_method and not held_out:
+        log("The scene is too small to set part of it aside: the adapted model cannot be checked against the "
+            "classical base and is used as it is.")
     torch.manual_seed(seed)
     net = _create(model, crops.bands, preset).to(dev)
-    base_path = resolve_base(base_weights, model)
     base = base_sha = None
     if base_path:
-        n = _load_base(net, base_path)
+        n = _load_base(net, base_path, base_meta)
         base, base_sha = os.path.basename(base_path), weights.sha256(base_path)
         log(f"Loaded {n} pre-trained tensors from {base}; the backbones stay frozen.")
     log(f"Adapting on {len(crops.windows)} windows of the degraded scene (ratio {crops.ratio}, scale "
@@ -224,7 +300,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         # full-resolution spectral consistency: the pair itself, fused and degraded, gives back its MS
         from .training.datasets import FullResolutionPatches, spatial_consistency, spectral_consistency
 
-        full = FullResolutionPatches(crops.info, crops.scale, crops.patch)
+        full = FullResolutionPatches(crops.info, crops.scale, crops.patch, base_method=base_method,
+                                     gains=crops.gains, pan_gain=crops.pan_gain)
         if spatial:
             tolerance = full.invariance_error(crops.gains, crops.pan_gain)
             log(f"D_s-like term: tolerance {tolerance:.4f} (how far the scene's own MS is from the D_s target "
@@ -245,7 +322,9 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         return loss
 
     def extra_loss(model, b, stage):
-        return full_resolution_terms(model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage), b)
+        more = {"base": b["full_base"]} if "full_base" in b else {}
+        return full_resolution_terms(model(b["full_ms"], b["full_lms"], b["full_pan"], crops.ratio, stage=stage,
+                                           **more), b)
     extra = {}
     if model == "ssdiff":
         from .training.ssdiff import sampled_estimate
@@ -264,6 +343,13 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                                              lr=lr, device=dev, seed=seed, sam_weight=sam_weight,
                                              extra_loss=extra_loss if full is not None else None,
                                              progress=progress, is_cancelled=is_cancelled, log=log)
+    check = None
+    if held_out:
+        check = check_against_base(net, held_out, crops, stage, dev)
+        log(f"Check on the {check['pixels']:,} held-out pixels of the degraded pair (never trained on): ERGAS "
+            f"{check['ergas_adapted']:.4f} adapted, {check['ergas_base']:.4f} for {base_method}: "
+            + ("the adapted model is better and will be used." if check["beats_base"] else
+               f"the adapted model is not better; panadapter:panadapter will give the {base_method} result."))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), planned_iterations=iterations,
                 stage_iterations=[r.iterations for r in results],
@@ -274,10 +360,12 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 consistency=float(consistency) if full is not None else 0.0,
                 spectral_form=spectral_form if full is not None else None,
                 spatial=float(spatial) if full is not None else 0.0,
-                spatial_tolerance=float(tolerance) if full is not None and spatial else None, **extra)
+                spatial_tolerance=float(tolerance) if full is not None and spatial else None,
+                base_method=base_method, check=check, **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
                    sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
-                   state=state, card=card)
+                   state=state, card=card, base_method=base_method,
+                   beats_base=None if check is None else bool(check["beats_base"]))
     _save(payload, output_path)
     log(f"Adapter written: {output_path} ({card['iterations']} iterations, loss {card['first_loss']:.4f} -> "
         f"{card['last_loss']:.4f}, {card['seconds']:.0f} s).")
@@ -393,7 +481,7 @@ def load_pretrained(model="panadapter", bands=None, weights_path="bundled", pres
 LABELS = {"panadapter": "PanAdapter", "ssdiff": "SSDiff", "inf": "INF"}
 
 
-def _scene_model(model, info, adapter, weights_path, log):
+def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=None):
     """(network, scale or None, output name) for ``model`` on the pair: the adapter's, or the pre-trained one
     when no adapter is given (only for the band count the weights were trained for)."""
     bands, label = len(info.ms_bands), LABELS[model]
@@ -405,16 +493,28 @@ def _scene_model(model, info, adapter, weights_path, log):
                                   f"has {info.ratio}. Run panadapter:finetune on this pair.")
         log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations on "
             f"a {payload['bands']}-band scene (ratio {payload['ratio']}).")
-        return net, payload["scale"], f"{label} (scene-adapted)"
+        method = payload.get("base_method")
+        if method and payload.get("beats_base") is False:
+            check = payload["card"].get("check") or {}
+            log(f"This adapter did not beat its classical base {method} on the held-out part of the degraded "
+                f"pair (ERGAS {check.get('ergas_adapted', float('nan')):.4f} against "
+                f"{check.get('ergas_base', float('nan')):.4f}): the output is the {method} result.")
+            return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
+        return net, payload["scale"], f"{label} (scene-adapted)", method
     path = resolve_base(weights_path, model)
     meta = _read_weights(path) if path else {}
+    if path and _is_universal(meta.get("preset")):
+        net, _ = load_pretrained(model, bands, path, meta=meta)
+        method, scores = choose_base_method(info.pan_path, info.ms_path, sensor, ms_bands)
+        log(_base_message(method, scores))
+        return net, None, f"{label} (pre-trained, multi-sensor)", method
     if not path or meta.get("bands") != bands:
         have = f"{meta.get('bands')}-band images" if path else "no sensor"
         raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
                               "model to this scene with panadapter:finetune and give its adapter file "
                               "(ADAPTER).")
     net, _ = load_pretrained(model, bands, path, meta=meta)
-    return net, None, f"{label} (pre-trained)"
+    return net, None, f"{label} (pre-trained)", None
 
 
 def _check_output(pan_path, ms_path, output_path):
@@ -447,10 +547,10 @@ def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", 
     log = log or (lambda msg: None)
     tile_size = int(tile_size or DEEP_TILE[model])
     info = raster.inspect_pair(pan_path, ms_path, ms_bands)
-    net, scale, name = _scene_model(model, info, adapter, weights_path, log)
+    net, scale, name, base_method = _scene_model(model, info, adapter, weights_path, log, sensor, ms_bands)
     common = dict(sensor=sensor, ms_bands=ms_bands, device=device, scale=scale, tile_size=tile_size, log=log)
     if model == "panadapter":
-        return DeepJob(pan_path, ms_path, net, name=name, ensemble=ensemble, **common)
+        return DeepJob(pan_path, ms_path, net, name=name, ensemble=ensemble, base_method=base_method, **common)
     from .models.ssdiff import SSDiffSampler
 
     overlap = tile_size // 4 if overlap is None else int(overlap)

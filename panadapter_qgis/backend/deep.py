@@ -99,7 +99,7 @@ class DeepJob:
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
                  context=8, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
-                 tile_size=256, log: Optional[Callable] = None):
+                 tile_size=256, base_method=None, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         self.log = log or (lambda msg: None)
@@ -113,7 +113,7 @@ class DeepJob:
         self.ensemble = ensemble
         self.batch_limit = None  # lowered by a CUDA out-of-memory error
         bands = len(self.info.ms_bands)
-        if getattr(model, "bands", bands) != bands:
+        if not getattr(model, "universal", False) and getattr(model, "bands", bands) != bands:
             raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
         r = self.info.ratio
         self.multiple = multiple
@@ -124,27 +124,48 @@ class DeepJob:
         self.interp_halo = mtf.interp_halo(r)
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
-        self.source = TileSource(self.info, self.context + self.interp_halo, self.device,
-                                 sens.gains_for(self.info.ms_bands, band_count=count), sens.pan_gain)
+        self.gains, self.pan_gain = sens.gains_for(self.info.ms_bands, band_count=count), sens.pan_gain
+        # the classical base that a universal model adds its residual to: its coefficients from the whole
+        # image (as the classical algorithm computes them), its pixels per tile with the tile's halo
+        self.base_method, self.base_params = None, None
+        if getattr(model, "needs_base", False) and base_method:
+            from .pipeline import FusionJob
+
+            job = FusionJob(pan_path, ms_path, base_method, sensor=sensor, ms_bands=ms_bands, device=device)
+            self.base_method, self.base_params = job.method, job.fit()
+            self.interp_halo = max(self.interp_halo, self.base_method.halo(r))
+        self.source = TileSource(self.info, self.context + self.interp_halo, self.device, self.gains,
+                                 self.pan_gain)
         self.scale = float(scale) if scale else scene_scale(self.source.reader, self.info)
         self.torch = torch
 
     def _inputs(self, data):
-        """numpy (pan, ms) with the full halo -> normalised (ms, lms, pan) tensors with ``context`` halo."""
+        """numpy (pan, ms) with the full halo -> normalised (ms, lms, pan, base) tensors with ``context`` halo
+        (``base``: the classical base method's result, or None without one)."""
         torch, r, ih = self.torch, self.info.ratio, self.interp_halo
         pan, ms = data
+        base = None
+        if self.base_method is not None:
+            from .classical.base import TileContext
+
+            raw_pan = torch.from_numpy(pan).to(self.device)[None]
+            raw_ms = torch.from_numpy(ms).to(self.device)[None]
+            ctx = TileContext(raw_pan, raw_ms, ih, r, self.gains, self.pan_gain)
+            base = self.base_method.apply(ctx, self.base_params).float() / self.scale
+            base = torch.nan_to_num(base)
         ms_t = torch.from_numpy(ms).to(self.device)[None] / self.scale
         lms = mtf.upsample(ms_t, r, ih)
         pan_t = torch.from_numpy(pan).to(self.device)[None] / self.scale
         pan_t = pan_t[:, :, r * ih:pan_t.shape[2] - r * ih, r * ih:pan_t.shape[3] - r * ih]
-        return ms_t[:, :, ih:ms_t.shape[2] - ih, ih:ms_t.shape[3] - ih], lms, pan_t
+        return ms_t[:, :, ih:ms_t.shape[2] - ih, ih:ms_t.shape[3] - ih], lms, pan_t, base
 
     def _forward(self, batch):
         """The model on a batch; with ``ensemble`` > 1, the mean over that many elements of the dihedral
         group (flips, transposition: the transforms training augments with), each undone on the output."""
         torch = self.torch
         ms, lms, pan = (torch.cat(x) for x in zip(*[b[:3] for b in batch]))
-        extra = {"origin": [b[3] for b in batch]} if self.needs_origin else {}
+        base = torch.cat([b[3] for b in batch]) if batch[0][3] is not None else None
+        extra = {"origin": [b[4] for b in batch]} if self.needs_origin else {}
         transforms = [(dims, t) for t in (False, True) for dims in ((), (-1,), (-2,), (-1, -2))]
         transforms = transforms[:1] + transforms[4:5] + transforms[1:4] + transforms[5:]  # 2: identity, transpose
         total = None
@@ -157,6 +178,8 @@ class DeepJob:
                 x = x.transpose(-1, -2) if transpose else x
                 return x.flip(dims) if dims else x
             args = (fwd(ms), fwd(lms), fwd(pan), self.info.ratio)
+            if base is not None:
+                extra["base"] = fwd(base)
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
                     out = inv(self.model(*args, **extra).float())

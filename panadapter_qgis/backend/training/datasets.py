@@ -82,7 +82,7 @@ class SceneCrops:
 
     def __init__(self, pan_path, ms_path, sensor=0, ms_bands=None, patch=64, window=256, budget=2**21,
                  scale=None, pan_mode="mtf", multiple=4, min_patch=16, guide_bands=False, context=0,
-                 guide_gain=None, nearest=False):
+                 guide_gain=None, nearest=False, base_method=None):
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         r = self.ratio = self.info.ratio
         step = self.step = r * multiple // math.gcd(r, multiple)
@@ -109,6 +109,9 @@ class SceneCrops:
         self.derived = []
         margin = self.context * r                       # MS pixels of context around a stored window
         self.halo = self.HALO if not margin else max(self.HALO, -(-(margin + 32) // r) * r)
+        if base_method:   # the base method runs on the reduced window: its halo, one scale down
+            from ..classical import create_method
+            self.halo = max(self.halo, r * (create_method(base_method).halo(r) + self.context))
         self.bands = len(self.info.ms_bands)
         reader = raster.PairReader(self.info)
         window = max(patch, min(window, self.info.rows, self.info.cols)) // r * r
@@ -116,7 +119,10 @@ class SceneCrops:
         keep = max(1, budget // (window * window))
         if len(starts) > keep:
             starts = [starts[i] for i in np.linspace(0, len(starts) - 1, keep).round().astype(int)]
+        self.base_method = base_method
         self.windows = [self._degrade(reader, r0, c0, window) for r0, c0 in starts]
+        if base_method:
+            self.derived.append("base")
         self.scale = scale if scale is not None else robust_scale(
             np.concatenate([w["gt"].reshape(self.bands, -1).numpy() for w in self.windows], 1))
 
@@ -129,8 +135,14 @@ class SceneCrops:
             lms = mtf.upsample(ms_lr, r, hl - self.context)
         inner = slice(h - m, h + size + m)
         low = slice(hl - self.context, hl + size // r + self.context)
-        return dict(gt=ms[0, :, inner, inner], pan=pan_lr[0, :, inner, inner], lms=lms[0],
-                    ms=ms_lr[0, :, low, low])
+        out = dict(gt=ms[0, :, inner, inner], pan=pan_lr[0, :, inner, inner], lms=lms[0],
+                   ms=ms_lr[0, :, low, low])
+        if self.base_method:
+            from ..classical_base import fuse_arrays
+
+            out["base"] = fuse_arrays(self.base_method, pan_lr, ms_lr, r, self.gains, self.pan_gain,
+                                      hl - self.context)[0]
+        return out
 
     def derive(self, name, fn):
         """Add ``name`` = fn(PAN) to every stored window (on its whole extent, context included): a model's
@@ -147,13 +159,38 @@ class SceneCrops:
         c = full if context is None else min(int(context), full)
         p = self.patch + 2 * c * r
         w = self.windows[int(rng.integers(len(self.windows)))]
-        size = w["gt"].shape[-1] - 2 * full * r
+        rows, cols = (n - 2 * full * r for n in w["gt"].shape[-2:])
         first = (full - c) * r
-        r0 = first + int(rng.integers(0, (size - self.patch) // r + 1)) * r
-        c0 = first + int(rng.integers(0, (size - self.patch) // r + 1)) * r
+        r0 = first + int(rng.integers(0, (rows - self.patch) // r + 1)) * r
+        c0 = first + int(rng.integers(0, (cols - self.patch) // r + 1)) * r
         out = {k: w[k][:, r0:r0 + p, c0:c0 + p] for k in ("gt", "pan", "lms", *self.derived)}
         out["ms"] = w["ms"][:, r0 // r:(r0 + p) // r, c0 // r:(c0 + p) // r]
         return {k: v / self.scale for k, v in out.items()}
+
+    def hold_out(self, share=0.25):
+        """Set aside about ``share`` of the degraded scene, never trained on, to check an adaptation: every
+        fourth window when there are at least four, else the bottom rows of each window (at least one patch,
+        leaving at least one patch above). Returns the held-out windows (dicts of unnormalised tensors, as
+        ``windows``); [] when the scene is too small to spare any."""
+        if self.context:
+            return []
+        if len(self.windows) >= 4:
+            held = self.windows[3::4]
+            self.windows = [w for i, w in enumerate(self.windows) if i % 4 != 3]
+            return held
+        r, p, held, kept = self.ratio, self.patch, [], []
+        for w in self.windows:
+            rows = w["gt"].shape[-2]
+            v = max(p, -(-int(rows * share) // r) * r)
+            if rows - v < p:
+                return []
+            cut = rows - v
+            low = {k: (t[:, cut // r:] if k == "ms" else t[:, cut:]) for k, t in w.items()}
+            top = {k: (t[:, :cut // r] if k == "ms" else t[:, :cut]) for k, t in w.items()}
+            held.append(low)
+            kept.append(top)
+        self.windows = kept
+        return held
 
     def batch(self, size, rng, context=None):
         samples = [self.sample(rng, context) for _ in range(size)]
@@ -208,7 +245,7 @@ class FullResolutionPatches:
 
     HALO = 12  # MS pixels: the 23-tap interpolator's reach
 
-    def __init__(self, info, scale, patch, window=256):
+    def __init__(self, info, scale, patch, window=256, base_method=None, gains=None, pan_gain=None):
         r = self.ratio = info.ratio
         if patch % r:
             raise PansharpenError(f"Patch size {patch} is not a multiple of the ratio {r}.")
@@ -218,15 +255,23 @@ class FullResolutionPatches:
                                   f"full-resolution patch ({p} MS pixels).")
         self.p = p
         k = self.HALO
+        if base_method:
+            from ..classical import create_method
+            k = max(k, create_method(base_method).halo(r))
         ms, pan, (h, w) = read_central_window(info, window, k)
         with torch.no_grad():
             lms = mtf.upsample(ms, r, k)[0]
+            if base_method:   # the classical base of a universal PanAdapter (``classical_base``)
+                from ..classical_base import fuse_arrays
+                base = torch.nan_to_num(fuse_arrays(base_method, pan, ms, r, gains, pan_gain, k)[0]) / scale
             # D_s's low-resolution reference: the PAN (with the same halo) reduced and interpolated back
             pan_low = mtf.degrade_image(pan.double(), mtf.bicubic_decimation_kernel_1d(r), r)
             pan_lp = mtf.upsample(pan_low, r, k)[0].float()
         pan = pan[0, :, r * k:r * (k + h), r * k:r * (k + w)]
         self.data = {"ms": ms[0, :, k:k + h, k:k + w] / scale, "lms": lms / scale, "pan": pan / scale,
                      "pan_lp": pan_lp / scale}
+        if base_method:
+            self.data["base"] = base
 
     def batch(self, size, rng):
         return random_patches(self.data, self.ratio, self.p, size, rng)

@@ -117,7 +117,8 @@ def l1_step(stage=None, sam_weight=0.0):
     mean spectral angle, when given)."""
     def step(model, b):
         ratio = b["lms"].shape[-1] // b["ms"].shape[-1]
-        pred = model(b["ms"], b["lms"], b["pan"], ratio, stage=stage)
+        extra = {"base": b["base"]} if "base" in b else {}
+        pred = model(b["ms"], b["lms"], b["pan"], ratio, stage=stage, **extra)
         loss = torch.nn.functional.l1_loss(pred, b["gt"])
         if sam_weight:
             loss = loss + sam_weight * spectral_angle(pred, b["gt"])

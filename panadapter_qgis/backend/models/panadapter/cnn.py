@@ -50,6 +50,40 @@ class InputHead(nn.Module):
         return self.net(x)
 
 
+class SetConv(nn.Module):
+    """A first convolution that takes any band count (issue 27): the same ``conv`` over each band's own
+    channels (``per_band`` of them: the band, plus shared guides such as the PAN and the band mean), then the
+    mean over bands. (B, C * per_band, H, W) given as (B, C, per_band, H, W) -> (B, F, H, W)."""
+
+    def __init__(self, per_band, feats, k=3):
+        super().__init__()
+        self.conv = conv(per_band, feats, k)
+
+    def forward(self, x):
+        b, c, k, h, w = x.shape
+        return self.conv(x.reshape(b * c, k, h, w)).reshape(b, c, -1, h, w).mean(1)
+
+
+def band_inputs(x, *shared):
+    """(B, C, k, H, W): each band of ``x`` (B, C, H, W) with the band mean and the ``shared`` (B, 1, H, W)
+    guides beside it: what a ``SetConv`` reads."""
+    b, c, h, w = x.shape
+    guides = [x.mean(1, keepdim=True)] + list(shared)
+    return torch.cat([x[:, :, None]] + [g[:, None].expand(b, c, 1, h, w) for g in guides], 2)
+
+
+class UniversalHead(nn.Module):
+    """``InputHead`` for any band count: ``SetConv`` -> 2 ResBlocks -> conv1x1 (``per_band`` inputs a band)."""
+
+    def __init__(self, per_band, feats, kernel=5):
+        super().__init__()
+        self.set = SetConv(per_band, feats, 3)
+        self.net = nn.Sequential(ResBlock(feats, kernel), ResBlock(feats, kernel), conv(feats, feats, 1))
+
+    def forward(self, x):
+        return self.net(self.set(x))
+
+
 class LPE(nn.Module):
     """Local Prior Extraction: Conv1x1 (F -> d') -> GELU -> depthwise Conv3x3 (d')."""
 
@@ -65,9 +99,9 @@ class LPE(nn.Module):
 class PriorBranch(nn.Module):
     """Head + EDSR body + one LPE per ResBlock, concatenated and projected to ``prior`` channels."""
 
-    def __init__(self, cin, feats, n_blocks, lpe_dim, prior, head_kernel=5):
+    def __init__(self, cin, feats, n_blocks, lpe_dim, prior, head_kernel=5, universal=False):
         super().__init__()
-        self.head = InputHead(cin, feats, head_kernel)
+        self.head = UniversalHead(cin, feats, head_kernel) if universal else InputHead(cin, feats, head_kernel)
         self.cnn = EDSRBody(feats, n_blocks)
         self.lpe = nn.ModuleList(LPE(feats, lpe_dim) for _ in range(n_blocks))
         self.project = nn.Conv2d(lpe_dim * n_blocks, prior, 1)
@@ -81,12 +115,20 @@ class SSPEN(nn.Module):
     """Spatial-spectral prior extraction: A (spectral prior, MS scale) and B (spatial prior, PAN scale).
 
     ``ms``: (B, C, h, w); ``lms``: (B, C, rh, rw); ``pan``: (B, 1, rh, rw) -> A (B, m, h, w), B (B, m, rh, rw).
+    ``universal``: heads for any band count (``UniversalHead``); the spatial branch then reads the classical
+    ``base`` of each band beside its interpolated MS and the PAN.
     """
 
-    def __init__(self, bands, feats, n_blocks, lpe_dim, prior, head_kernel=5):
+    def __init__(self, bands, feats, n_blocks, lpe_dim, prior, head_kernel=5, universal=False):
         super().__init__()
-        self.spectral = PriorBranch(bands, feats, n_blocks, lpe_dim, prior, head_kernel)
-        self.spatial = PriorBranch(bands + 1, feats, n_blocks, lpe_dim, prior, head_kernel)
+        self.universal = universal
+        spectral_in, spatial_in = (2, 4) if universal else (bands, bands + 1)
+        self.spectral = PriorBranch(spectral_in, feats, n_blocks, lpe_dim, prior, head_kernel, universal)
+        self.spatial = PriorBranch(spatial_in, feats, n_blocks, lpe_dim, prior, head_kernel, universal)
 
-    def forward(self, ms, lms, pan):
+    def forward(self, ms, lms, pan, base=None):
+        if self.universal:
+            base = lms if base is None else base
+            spatial = torch.cat([band_inputs(lms, pan), base[:, :, None]], 2)
+            return self.spectral(band_inputs(ms)), self.spatial(spatial)
         return self.spectral(ms), self.spatial(torch.cat([lms, pan], 1))

@@ -54,3 +54,28 @@ class SirenTail(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class BandTail(nn.Module):
+    """``SirenTail`` for any band count: the shared features (B, cin, H, W) and each band's own (B, C, k, H, W)
+    through one MLP per pixel and band, one output each: (B, C, H, W). The first layer's shared part is
+    computed once for all bands. The last layer starts at zero (an untrained tail adds nothing)."""
+
+    def __init__(self, cin, per_band, hidden, w0=1.0):
+        super().__init__()
+        self.shared = nn.Conv2d(cin, hidden, 1)
+        self.own = nn.Conv2d(per_band, hidden, 1, bias=False)
+        self.net = nn.Sequential(Sine(w0), nn.Conv2d(hidden, hidden, 1), Sine(w0), nn.Conv2d(hidden, 1, 1))
+        with torch.no_grad():
+            bound = 1 / (cin + per_band)
+            self.shared.weight.uniform_(-bound, bound)
+            self.own.weight.uniform_(-bound, bound)
+            fan_in = hidden
+            self.net[1].weight.uniform_(-math.sqrt(6 / fan_in) / w0, math.sqrt(6 / fan_in) / w0)
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def forward(self, shared, own):
+        b, c, k, h, w = own.shape
+        x = self.own(own.reshape(b * c, k, h, w)).reshape(b, c, -1, h, w) + self.shared(shared)[:, None]
+        return self.net(x.reshape(b * c, -1, h, w)).reshape(b, c, h, w)

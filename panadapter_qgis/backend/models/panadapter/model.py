@@ -18,8 +18,8 @@ from torch import nn
 from .. import set_trainable as _set_trainable
 
 from .adapter import PanAdapterLayer
-from .cnn import SSPEN, ResBlock, conv
-from .inr import SirenTail, relative_coords, to_grid
+from .cnn import SSPEN, ResBlock, UniversalHead, band_inputs, conv
+from .inr import BandTail, SirenTail, relative_coords, to_grid
 from .vit import VisionTransformer
 
 
@@ -45,6 +45,10 @@ class PanAdapterConfig:
     # short CPU budget needs (measured on a degraded Landsat-7 scene, from random weights: 400 iterations
     # of the whole stage-2 path gained 4 % ERGAS over MTF-GLP-FS, 600 iterations of stage 1 gained 27 %).
     cascade: bool = True
+    # Any band count (issue 27): band-set heads (``cnn.SetConv``: one convolution over each band with the band
+    # mean and the guides, averaged over bands) and per-band tails (``inr.BandTail``); the output is the
+    # classical ``base`` (``classical_base``) plus the residual, which starts at zero.
+    universal: bool = False
 
     def to_dict(self):
         return asdict(self)
@@ -57,6 +61,8 @@ PRESETS = {
     "paper": PanAdapterConfig(cnn_feats=64, cnn_blocks=16, lpe_dim=16, prior=64, vit_dim=576, vit_heads=12,
                               vit_layers=12, vit_hidden=2304, adapter_k=96, adapter_every=4, tail_hidden=576,
                               head_kernel=5, cascade=False),
+    # the bundled multi-sensor weights: the small sizes with band-set heads, any band count, over a classical base
+    "universal": PanAdapterConfig(universal=True),
 }
 
 
@@ -75,10 +81,15 @@ class PanAdapter(nn.Module):
         super().__init__()
         c = config
         self.bands, self.config = bands, c
-        self.sspen = SSPEN(bands, c.cnn_feats, c.cnn_blocks, c.lpe_dim, c.prior, c.head_kernel)
-        self.tail1 = SirenTail(2 * c.prior + 2, c.tail_hidden, bands)
-        self.vit_head = nn.Sequential(SELayer(bands + 1), conv(bands + 1, c.cnn_feats, 3),
-                                      ResBlock(c.cnn_feats, c.head_kernel), ResBlock(c.cnn_feats, c.head_kernel))
+        self.universal = self.needs_base = c.universal
+        self.sspen = SSPEN(bands, c.cnn_feats, c.cnn_blocks, c.lpe_dim, c.prior, c.head_kernel, c.universal)
+        if c.universal:
+            self.tail1 = BandTail(2 * c.prior + 2, 3, c.tail_hidden)
+            self.vit_head = UniversalHead(3, c.cnn_feats, c.head_kernel)
+        else:
+            self.tail1 = SirenTail(2 * c.prior + 2, c.tail_hidden, bands)
+            self.vit_head = nn.Sequential(SELayer(bands + 1), conv(bands + 1, c.cnn_feats, 3),
+                                          ResBlock(c.cnn_feats, c.head_kernel), ResBlock(c.cnn_feats, c.head_kernel))
         s = c.token_stride
         self.head_down = nn.Conv2d(c.cnn_feats, c.vit_dim, s, stride=s)
         self.vit = VisionTransformer(c.vit_dim, c.vit_heads, c.vit_layers, c.vit_hidden, c.grid)
@@ -87,7 +98,8 @@ class PanAdapter(nn.Module):
         n_adapters = self.vit.blocks // c.adapter_every
         self.adapters = nn.ModuleList(PanAdapterLayer(c.vit_dim, c.adapter_k, c.adapter_heads,
                                                       inject=i < n_adapters - 1) for i in range(n_adapters))
-        self.tail2 = SirenTail(2 * c.adapter_k + 2, c.tail_hidden, bands)
+        self.tail2 = (BandTail(2 * c.adapter_k + 2, 3, c.tail_hidden) if c.universal
+                      else SirenTail(2 * c.adapter_k + 2, c.tail_hidden, bands))
         self.stage = 2
 
     # -- parameter groups of the two-stage scheme and of scene adaptation
@@ -103,18 +115,29 @@ class PanAdapter(nn.Module):
         """requires_grad only for parameters whose name starts with one of ``prefixes``; returns them."""
         return _set_trainable(self, prefixes)
 
-    def forward(self, ms, lms, pan, ratio: int, stage: int = None):
+    def _tail(self, tail, shared, own):
+        return tail(shared, own) if self.universal else tail(shared)
+
+    def forward(self, ms, lms, pan, ratio: int, stage: int = None, base=None):
+        """``base``: the classical result on the PAN grid (B, C, rH, rW) that the residual is added to (the
+        ``universal`` preset; default, and always for the other presets: ``lms``)."""
         stage = self.stage if stage is None else stage
         size = tuple(pan.shape[-2:])
-        spectral, spatial = self.sspen(ms, lms, pan)
+        start0 = lms if base is None or not self.universal else base
+        spectral, spatial = self.sspen(ms, lms, pan, start0) if self.universal else self.sspen(ms, lms, pan)
         coords = relative_coords(ms, size, ratio)
+        own = None
+        if self.universal:
+            b, c, h, w = start0.shape
+            own = torch.cat([start0[:, :, None], lms[:, :, None], pan[:, None].expand(b, c, 1, h, w)], 2)
         if stage == 1 or self.config.cascade:
-            out1 = lms + self.tail1(torch.cat([to_grid(spectral, size), spatial, coords], 1))
+            out1 = start0 + self._tail(self.tail1, torch.cat([to_grid(spectral, size), spatial, coords], 1), own)
             if stage == 1:
                 return out1
         s = self.config.token_stride
         grid = (size[0] // s, size[1] // s)
-        tokens = self.head_down(self.vit_head(torch.cat([lms, pan], 1))).flatten(2).transpose(1, 2)
+        head_in = band_inputs(start0, pan) if self.universal else torch.cat([lms, pan], 1)
+        tokens = self.head_down(self.vit_head(head_in)).flatten(2).transpose(1, 2)
         spe = self.a_proj(to_grid(spectral, grid).flatten(2).transpose(1, 2))
         spa = self.b_proj(F.unfold(spatial, s, stride=s).transpose(1, 2))
         state = {"spa": spa, "spe": spe}
@@ -127,8 +150,9 @@ class PanAdapter(nn.Module):
         k = self.config.adapter_k
         spa_map = state["spa"].transpose(1, 2).reshape(-1, k, *grid)
         spe_map = state["spe"].transpose(1, 2).reshape(-1, k, *grid)
-        start = out1 if self.config.cascade else lms
-        return start + self.tail2(torch.cat([to_grid(spa_map, size), to_grid(spe_map, size), coords], 1))
+        start = out1 if self.config.cascade else start0
+        return start + self._tail(self.tail2, torch.cat([to_grid(spa_map, size), to_grid(spe_map, size), coords], 1),
+                                  own)
 
 
 def create_model(bands: int, preset: str = "small") -> PanAdapter:

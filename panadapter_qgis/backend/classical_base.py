@@ -1,0 +1,114 @@
+"""The classical starting point of the deep models (issue 27): the deep models learn a residual over the output
+of the best classical method for the pair, chosen on the pair degraded by Wald's protocol, with a zero-
+initialised injection, so that an untrained (or rejected) adapter gives exactly that classical result.
+
+``fuse_arrays`` runs a classical method on arrays held in memory (statistics over the arrays' interior: a
+training window or the choice window); ``choose`` picks the method for a pair; a whole scene's base comes from
+``pipeline.FusionJob`` (statistics of the whole image, as the classical algorithm itself computes them), in
+``deep.DeepJob``.
+"""
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import metrics, mtf, raster
+from .classical import create_method
+from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
+from .sensors import sensor_by_index
+
+# the classical methods a deep model may start from: the strongest of the bench (reduced-resolution ERGAS,
+# README), none of which needs a band summary
+CANDIDATES = ("mtf_glp_fs", "mtf_glp_hpm", "bdsd_pc", "awlp")
+CHOICE_WINDOW = 384   # MS pixels: the central window on which the base method is chosen
+
+
+def halo(ratio: int, methods: Sequence[str] = CANDIDATES) -> int:
+    """MS pixels of halo that every method of ``methods`` needs around a tile."""
+    return max(create_method(m).halo(ratio) for m in methods)
+
+
+def fit_context(method, ctx: TileContext, valid=None, valid_lr=None) -> dict:
+    """The method's coefficients from the statistics of one context's interior (a window held in memory)."""
+    bands = len(ctx.ms_gains)
+    stats = Stats()
+    stats.pan = Moments(feature_names(method.pan_stats, bands))
+    stats.lr = Moments(feature_names(method.lr_stats, bands))
+    if method.pan_stats:
+        stats.pan.add(stack_features(ctx, method.pan_stats), valid)
+    if method.lr_stats:
+        stats.lr.add(stack_features(ctx, method.lr_stats), valid_lr)
+    return method.fit(stats, bands)
+
+
+def fuse_arrays(method_id: str, pan, ms, ratio: int, gains, pan_gain: float, halo_ms: int):
+    """``method_id`` on tensors ``pan`` (1, 1, r(h+2H), r(w+2H)) and ``ms`` (1, C, h+2H, w+2H) with a halo of
+    ``halo_ms`` = H MS pixels (at least the method's): the fused interior (1, C, r h, r w), float32, with the
+    method's statistics taken over that interior."""
+    import torch
+
+    method = create_method(method_id)
+    need = method.halo(ratio)
+    if halo_ms < need:
+        raise ValueError(f"{method_id} needs a halo of {need} MS pixels, got {halo_ms}")
+    with torch.no_grad():
+        ctx = TileContext(pan.float(), ms.float(), halo_ms, ratio, gains, pan_gain)
+        params = fit_context(method, ctx)
+        return method.apply(ctx, params).float()
+
+
+def ergas_interior(reference, fused, ratio, cut=0) -> float:
+    ref = reference[0].double().cpu().numpy()
+    fus = fused[0].double().cpu().numpy()
+    if cut:
+        ref, fus = ref[:, cut:-cut, cut:-cut], fus[:, cut:-cut, cut:-cut]
+    return float(metrics.ergas(ref, fus, ratio))
+
+
+def choose(pan_path: str, ms_path: str, sensor: int = 0, ms_bands=None, candidates: Sequence[str] = CANDIDATES,
+           window: int = CHOICE_WINDOW, info: Optional[raster.PairInfo] = None) -> Tuple[str, Dict[str, float]]:
+    """(method id, {method: ERGAS}) of the candidate with the lowest ERGAS on the pair's central window
+    degraded by Wald's protocol (the sensor MTF), against that window's own MS: the reference exists one
+    scale down, so the choice never needs one at the scale of the output."""
+    import torch
+
+    from .training.datasets import read_central_window
+
+    info = info or raster.inspect_pair(pan_path, ms_path, ms_bands)
+    r = info.ratio
+    sens = sensor_by_index(sensor)
+    count = raster.open_raster(ms_path, "MS").RasterCount
+    gains = sens.gains_for(info.ms_bands, band_count=count)
+    # the reduced pair needs the methods' halo at its own MS scale (r times smaller): read r times more
+    hr = halo(r, candidates)
+    k = hr * r
+    ms, pan, (h, w) = read_central_window(info, window, k)
+    h, w = h // r * r, w // r * r
+    if min(h, w) < 4 * r:
+        return candidates[0], {}
+    ms, pan = ms[:, :, :h + 2 * k, :w + 2 * k], pan[:, :, :r * (h + 2 * k), :r * (w + 2 * k)]
+    ms, pan = _fill_invalid(ms, info.ms_nodata), _fill_invalid(pan, info.pan_nodata)
+    with torch.no_grad():
+        pan_lr, ms_lr = mtf.wald_degrade(pan.double(), ms.double(), r, gains, sens.pan_gain)
+    reference = ms[:, :, k:k + h, k:k + w]
+    cut = max(1, min(h, w) // 16)
+    scores = {}
+    for m in candidates:
+        fused = fuse_arrays(m, pan_lr.float(), ms_lr.float(), r, gains, sens.pan_gain, hr)
+        e = ergas_interior(reference, fused, r, cut)
+        scores[m] = e if np.isfinite(e) else float("inf")
+    best = min(scores, key=scores.get)
+    return best, scores
+
+
+def _fill_invalid(x, nodata):
+    """Nodata and non-finite values replaced by the mean of the valid ones (the choice window only)."""
+    import torch
+
+    bad = ~torch.isfinite(x)
+    if nodata is not None and np.isfinite(nodata):
+        bad |= x == float(nodata)
+    if not bool(bad.any()):
+        return x
+    good = x[~bad]
+    fill = float(good.mean()) if good.numel() else 0.0
+    return torch.where(bad, torch.full_like(x, fill), x)
