@@ -30,7 +30,8 @@ def read(path):
 
 def no_output_left(out):
     directory = os.path.dirname(out)
-    leftovers = [f for f in os.listdir(directory) if f.startswith(os.path.basename(out))]
+    leftovers = [f for f in os.listdir(directory)
+                 if f.startswith(os.path.basename(out)) or ".part.tif" in f]  # hidden partial files too
     return not leftovers
 
 

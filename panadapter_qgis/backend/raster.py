@@ -8,6 +8,9 @@ integer) is warped onto it on the fly through a GDAL warped VRT, so memory never
 """
 import math
 import os
+import secrets
+import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -114,38 +117,80 @@ class PairInfo:
         return self.cols * self.ratio
 
 
+def crs_name(srs) -> str:
+    """'EPSG:4326 (WGS 84)', or the CRS's name when it has no authority code."""
+    name = srs.GetName() or "unnamed CRS"
+    for key in (None, "PROJCS", "GEOGCS"):
+        authority, code = srs.GetAuthorityName(key), srs.GetAuthorityCode(key)
+        if authority and code:
+            return f"{authority}:{code} ({name})"
+    return name
+
+
+def _local_pixel_size(ms, mgt, transform):
+    """(width, height) of an MS pixel at the centre of the MS, measured in the PAN's CRS: the edges of a
+    block of pixels there, transformed, divided by its size (None where the transformation fails)."""
+    n = max(1, min(ms.RasterXSize, ms.RasterYSize) // 4)
+    c0, r0 = (ms.RasterXSize - n) / 2, (ms.RasterYSize - n) / 2
+
+    def at(c, r):
+        return transform.TransformPoint(mgt[0] + c * mgt[1], mgt[3] + r * mgt[5])[:2]
+
+    try:
+        (x0, y0), (x1, y1), (x2, y2) = at(c0, r0), at(c0 + n, r0), at(c0, r0 + n)
+    except RuntimeError:
+        return None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1, x2, y2)):
+        return None
+    return math.hypot(x1 - x0, y1 - y0) / n, math.hypot(x2 - x0, y2 - y0) / n
+
+
+CRS_RATIO_TOLERANCE = 0.10  # MS in another CRS (warped anyway): relative distance of its mean pixel size
+
+
 @user_errors
 def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
-                 guide_bands: bool = False) -> PairInfo:
+                 guide_bands: bool = False, roles=None) -> PairInfo:
     """Check a PAN/MS pair and derive the processing grid. Raises PansharpenError naming the problem.
 
     ``guide_bands``: the high-resolution image may have several bands (hyperspectral-multispectral fusion:
-    the MSI plays the PAN's part, the HSI the MS's)."""
+    the MSI plays the PAN's part, the HSI the MS's). ``roles``: the names the messages give the two images,
+    by default ("PAN", "MS"), or ("MSI", "HSI") with ``guide_bands`` (the parameters of that fusion)."""
     gdal, osr = _gdal()
-    pan = open_raster(pan_path, "PAN")
-    ms = open_raster(ms_path, "MS")
+    pan_role, ms_role = roles or (("MSI", "HSI") if guide_bands else ("PAN", "MS"))
+    pan = open_raster(pan_path, pan_role)
+    ms = open_raster(ms_path, ms_role)
     if pan.RasterCount != 1 and not guide_bands:
         raise PansharpenError(f"The PAN raster must have one band; '{pan_path}' has {pan.RasterCount}. "
                               "Choose the panchromatic image (or extract its band first).")
     if ms_bands:
-        bad = [b for b in ms_bands if not 1 <= int(b) <= ms.RasterCount]
-        if bad:
-            raise PansharpenError(f"MS band(s) {bad} do not exist: the MS raster has {ms.RasterCount} bands.")
         ms_bands = [int(b) for b in ms_bands]
+        repeated = sorted({b for b in ms_bands if ms_bands.count(b) > 1})
+        if repeated:
+            listed = ", ".join(str(b) for b in ms_bands)
+            raise PansharpenError(f"The {ms_role} band list ({listed}) repeats band{'s' if len(repeated) > 1 else ''} "
+                                  f"{', '.join(str(b) for b in repeated)}: give each band once.")
+        bad = [b for b in ms_bands if not 1 <= b <= ms.RasterCount]
+        if bad:
+            raise PansharpenError(f"{ms_role} band{'s' if len(bad) > 1 else ''} {', '.join(str(b) for b in bad)} "
+                                  f"{'do' if len(bad) > 1 else 'does'} not exist: the {ms_role} raster has "
+                                  f"{ms.RasterCount} bands (numbered from 1).")
     else:
         ms_bands = list(range(1, ms.RasterCount + 1))
     if len(ms_bands) < min_bands:
-        raise PansharpenError(f"This method needs an MS raster with at least {min_bands} bands; "
+        raise PansharpenError(f"This method needs an {ms_role} raster with at least {min_bands} bands; "
                               f"{len(ms_bands)} selected.")
-    pan_srs, ms_srs = _srs(pan, "PAN", pan_path), _srs(ms, "MS", ms_path)
-    pgt, mgt = _geotransform(pan, "PAN", pan_path), _geotransform(ms, "MS", ms_path)
+    pan_srs, ms_srs = _srs(pan, pan_role, pan_path), _srs(ms, ms_role, ms_path)
+    pgt, mgt = _geotransform(pan, pan_role, pan_path), _geotransform(ms, ms_role, ms_path)
     notes = []
 
     # MS footprint and pixel size in the PAN CRS
     same_crs = bool(pan_srs.IsSame(ms_srs))
     mx0, my0 = mgt[0], mgt[3]
     mx1, my1 = mgt[0] + mgt[1] * ms.RasterXSize, mgt[3] + mgt[5] * ms.RasterYSize
+    local = None
     if not same_crs:
+        crs_pair = (f"The {ms_role} is in {crs_name(ms_srs)} and the {pan_role} in {crs_name(pan_srs)}")
         tr = osr.CoordinateTransformation(ms_srs, pan_srs)
         xs, ys = [], []
         for fx in np.linspace(0, 1, 11):
@@ -157,24 +202,47 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
                 if math.isfinite(x) and math.isfinite(y):
                     xs.append(x)
                     ys.append(y)
-        if not xs:
-            raise PansharpenError("The MS footprint cannot be transformed into the PAN's CRS.")
+        local = _local_pixel_size(ms, mgt, tr)
+        if not xs or local is None:
+            raise PansharpenError(f"{crs_pair}, and the {ms_role} footprint cannot be transformed into the "
+                                  f"{pan_role}'s CRS. Reproject the {ms_role} to {crs_name(pan_srs)} first.")
         mx0, mx1, my0, my1 = min(xs), max(xs), max(ys), min(ys)
-        notes.append("The MS is in another CRS than the PAN: it is warped onto the PAN grid (cubic).")
-    ms_px = abs(mx1 - mx0) / ms.RasterXSize
-    ms_py = abs(my0 - my1) / ms.RasterYSize
-    rx, ry = ms_px / abs(pgt[1]), ms_py / abs(pgt[5])
-    if min(rx, ry) < 1 - RATIO_TOLERANCE:
-        raise PansharpenError(f"The MS pixels ({ms_px:g} x {ms_py:g}) are smaller than the PAN pixels "
-                              f"({abs(pgt[1]):g} x {abs(pgt[5]):g}): resolution ratio {min(rx, ry):.3g} is "
-                              "below 1. Are the PAN and MS inputs swapped?")
-    ratio = int(round((rx + ry) / 2))
-    if abs(rx - ratio) > RATIO_TOLERANCE * ratio or abs(ry - ratio) > RATIO_TOLERANCE * ratio:
-        raise PansharpenError(f"The PAN/MS resolution ratio is {rx:.3f} x {ry:.3f}, not close to an integer. "
-                              "Resample the MS to a whole multiple of the PAN pixel size first.")
+    if local is None:
+        ms_px = abs(mx1 - mx0) / ms.RasterXSize
+        ms_py = abs(my0 - my1) / ms.RasterYSize
+        rx, ry = ms_px / abs(pgt[1]), ms_py / abs(pgt[5])
+        tolerance, mean = RATIO_TOLERANCE, (rx + ry) / 2
+    else:
+        # Warped onto the PAN grid whatever the ratio: an MS pixel measured there (a geographic CRS has
+        # pixels of unequal width and height in metres), its mean size (that of a square of equal area)
+        # giving the ratio.
+        ms_px, ms_py = local
+        rx, ry = ms_px / abs(pgt[1]), ms_py / abs(pgt[5])
+        tolerance, mean = CRS_RATIO_TOLERANCE, math.sqrt(rx * ry)
+    if (min(rx, ry) if local is None else mean) < 1 - tolerance:
+        raise PansharpenError(f"The {ms_role} pixels ({ms_px:g} x {ms_py:g}) are smaller than the {pan_role} "
+                              f"pixels ({abs(pgt[1]):g} x {abs(pgt[5]):g}): resolution ratio {min(rx, ry):.3g} is "
+                              f"below 1. Are the {pan_role} and {ms_role} inputs swapped?")
+    ratio = int(round(mean))
+    if local is None:
+        if abs(rx - ratio) > tolerance * ratio or abs(ry - ratio) > tolerance * ratio:
+            raise PansharpenError(f"The {pan_role}/{ms_role} resolution ratio is {rx:.3f} x {ry:.3f}, not close to "
+                                  f"an integer. Resample the {ms_role} to a whole multiple of the {pan_role} pixel "
+                                  "size first.")
+    elif ratio < 1 or abs(mean - ratio) > tolerance * ratio:
+        raise PansharpenError(f"{crs_pair}. Measured in the {pan_role}'s CRS, an {ms_role} pixel covers "
+                              f"{rx:.3f} x {ry:.3f} {pan_role} pixels ({mean:.3f} on average), not close to a "
+                              f"whole resolution ratio, so it cannot be warped onto the {pan_role} grid without "
+                              f"changing its resolution. Reproject the {ms_role} to {crs_name(pan_srs)} with a "
+                              f"pixel size that is a whole multiple of the {pan_role}'s first.")
+    else:
+        notes.append(f"{crs_pair}: the {ms_role} is warped onto the {pan_role} grid (cubic) at resolution ratio "
+                     f"{ratio}; measured in the {pan_role}'s CRS, its pixels cover {rx:.3f} x {ry:.3f} "
+                     f"{pan_role} pixels.")
     if ratio < 2:
-        raise PansharpenError("The MS has the same resolution as the PAN (ratio 1): there is nothing to "
-                              "sharpen. Check that the MS input is the multispectral image.")
+        raise PansharpenError(f"The {ms_role} has the same resolution as the {pan_role} (ratio 1): there is "
+                              f"nothing to sharpen. Check that the {ms_role} input is the "
+                              f"{'hyperspectral' if guide_bands else 'multispectral'} image.")
 
     # processing grid: origin on a PAN corner, whole MS pixels inside both footprints
     px, py = pgt[1], pgt[5]  # py < 0 for north-up
@@ -193,7 +261,8 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
     else:
         rows = math.floor((min(ms_top, pan_bottom) - y_start) / gy + eps)
     if rows <= 0 or cols <= 0:
-        raise PansharpenError("The PAN and MS rasters do not overlap (or overlap by less than one MS pixel).")
+        raise PansharpenError(f"The {pan_role} and {ms_role} rasters do not overlap (or overlap by less than one "
+                              f"{ms_role} pixel).")
     out_gt = (x_start, px, 0.0, y_start, 0.0, py)
 
     # direct read when the MS grid coincides with the processing grid
@@ -206,8 +275,8 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
             warped = False
             ms_col0, ms_row0 = int(round(fc)), int(round(fr))
     if warped and same_crs:
-        notes.append("The MS grid is not aligned with the PAN grid (sub-pixel offset or a ratio of "
-                     f"{rx:.4f} x {ry:.4f}): it is resampled (cubic) onto the grid implied by the PAN.")
+        notes.append(f"The {ms_role} grid is not aligned with the {pan_role} grid (sub-pixel offset or a ratio of "
+                     f"{rx:.4f} x {ry:.4f}): it is resampled (cubic) onto the grid implied by the {pan_role}.")
 
     descriptions = []
     for b in ms_bands:
@@ -297,18 +366,107 @@ def dtype_range(gdal_type):
     return np_type, None, None
 
 
+# --------------------------------------------------------------------------------------------------------
+# Partial files: removed on error, cancel and Ctrl-C (``abort``), and on SIGTERM and SIGHUP (``_on_signal``)
+
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_partial_files = set()           # temporary files being written, removed when the process is told to stop
+_partial_lock = threading.RLock()
+_previous_handlers = {}          # signal -> the handler ours replaced while partial files exist
+
+
+def partial_path(path: str) -> str:
+    """A temporary name beside ``path``, hidden and short: ``.<start of the name>.<pid>-<random>.part.tif``.
+
+    Never longer than a few tens of characters, so that any output name the file system allows also works
+    while it is written (a suffix added to a 252-character name would exceed the 255 of most file systems);
+    in the output folder, so that ``os.replace`` moves it into place in one step."""
+    folder, name = os.path.split(os.path.abspath(path))
+    start = name[:24].lstrip(".")
+    return os.path.join(folder, f".{start}.{os.getpid()}-{secrets.token_hex(4)}.part.tif")
+
+
+def _remove_quietly(path):
+    for p in (path, path + ".aux.xml"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+def _on_signal(signum, frame):
+    """SIGTERM or SIGHUP while partial files are being written: remove them, then do what the signal did
+    before (by default: end the process, killed by that signal, as without this handler)."""
+    with _partial_lock:
+        for path in list(_partial_files):
+            _remove_quietly(path)
+        _partial_files.clear()
+        previous = _restore_handlers()
+    handler = previous.get(signum, signal.SIG_DFL)
+    if callable(handler):
+        handler(signum, frame)
+    elif handler != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _install_handlers():
+    """Our handler for SIGTERM and SIGHUP (only the main thread may set one; a signal its process ignores,
+    as under nohup, stays ignored)."""
+    if _previous_handlers or threading.current_thread() is not threading.main_thread():
+        return
+    for signum in TERMINATING_SIGNALS:
+        try:
+            previous = signal.getsignal(signum)
+            if previous == signal.SIG_IGN or previous is None:
+                continue
+            signal.signal(signum, _on_signal)
+        except (ValueError, OSError):
+            continue
+        _previous_handlers[signum] = previous
+
+
+def _restore_handlers():
+    previous = dict(_previous_handlers)
+    for signum, handler in previous.items():
+        try:
+            if signal.getsignal(signum) is _on_signal:
+                signal.signal(signum, handler)
+        except (ValueError, OSError):
+            continue
+    _previous_handlers.clear()
+    return previous
+
+
+def register_partial(path: str):
+    """``path`` is being written: remove it if the process receives SIGTERM or SIGHUP before
+    ``unregister_partial``."""
+    with _partial_lock:
+        _partial_files.add(path)
+        _install_handlers()
+
+
+def unregister_partial(path: str):
+    with _partial_lock:
+        _partial_files.discard(path)
+        if not _partial_files and threading.current_thread() is threading.main_thread():
+            _restore_handlers()
+
+
 class TiledGeoTiff:
-    """A tiled, compressed GeoTIFF written to ``path + '.part.tif'`` and renamed into place by ``commit``;
-    ``abort`` removes it, so a failed or cancelled run leaves nothing behind."""
+    """A tiled, compressed GeoTIFF written to a hidden temporary file beside ``path`` (``partial_path``) and
+    renamed into place by ``commit``; ``abort`` removes it, so a failed or cancelled run leaves nothing
+    behind, and so does SIGTERM or SIGHUP (``register_partial``)."""
 
     def __init__(self, path, cols, rows, bands, gdal_type, geotransform, crs_wkt, descriptions, metadata=None,
                  nodata=None):
         gdal, _ = _gdal()
         self.path = path
-        self.tmp = path + ".part.tif"
+        self.ds = None
         out_dir = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(out_dir):
             raise PansharpenError(f"The output folder '{out_dir}' does not exist.")
+        self.tmp = partial_path(path)
         self.gdal_type = gdal_type
         self.np_type, self.vmin, self.vmax = dtype_range(gdal_type)
         self.nodata = nodata
@@ -318,9 +476,11 @@ class TiledGeoTiff:
         options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
                    "NUM_THREADS=ALL_CPUS", f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER",
                    "INTERLEAVE=BAND"]
+        register_partial(self.tmp)
         try:
             self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, cols, rows, bands, gdal_type, options)
         except RuntimeError as exc:
+            self.abort()
             raise PansharpenError(f"The output '{path}' cannot be created: {exc}") from exc
         self.ds.SetGeoTransform(geotransform)
         self.ds.SetProjection(crs_wkt)
@@ -346,12 +506,12 @@ class TiledGeoTiff:
         aux = self.tmp + ".aux.xml"
         if os.path.exists(aux):
             os.remove(aux)
+        unregister_partial(self.tmp)
 
     def abort(self):
         self.ds = None
-        for p in (self.tmp, self.tmp + ".aux.xml"):
-            if os.path.exists(p):
-                os.remove(p)
+        _remove_quietly(self.tmp)
+        unregister_partial(self.tmp)
 
 
 class GeoTiffWriter(TiledGeoTiff):
