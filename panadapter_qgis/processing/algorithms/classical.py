@@ -23,7 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ...plugin_files import icon_path
-from .common import geotiff_output, layer_file, require_backend, tr
+from .common import band_list, check_number_ranges, check_outputs, layer_file, require_backend, tr, with_range
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
@@ -126,22 +126,26 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
         for parameter in parameters:
             if parameter.name() in (self.DEVICE, self.TILE_SIZE, self.OUTPUT_FLOAT32):
                 parameter.setFlags(parameter.flags() | advanced)
-            parameter.setHelp(tr(PARAMETER_HELP[parameter.name()]))
+            parameter.setHelp(with_range(parameter, tr(PARAMETER_HELP[parameter.name()])))
             self.addParameter(parameter)
 
     def _gdal_path(self, parameters, name, context):
         """File path of a raster layer parameter; the backend reads files through GDAL only."""
         return layer_file(self.parameterAsRasterLayer(parameters, name, context), name)
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = check_number_ranges(self, parameters)
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output_path = check_outputs(self, parameters, context)[self.OUTPUT]
         pan_path = self._gdal_path(parameters, self.PAN, context)
         ms_path = self._gdal_path(parameters, self.MS, context)
-        ms_bands = self.parameterAsInts(parameters, self.MS_BANDS, context) or None
+        ms_bands = band_list(self, parameters, self.MS_BANDS, context)
         sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)
-        output_path = geotiff_output(self, parameters, self.OUTPUT, context)
 
         require_backend(wait=False)  # torch imports while GDAL opens the pair
         from ...backend.errors import PansharpenError

@@ -1,9 +1,23 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""What every algorithm of the provider shares: layer files for GDAL, the PyTorch check, output suffixes."""
+"""What every algorithm of the provider shares: layer files for GDAL, the PyTorch check, the checks of
+outputs, band lists, number ranges and weights files made before any pixel is read."""
 import os
+import re
 import sys
+import tempfile
+import zipfile
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsRasterLayer
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -30,6 +44,206 @@ def layer_file(layer, name):
             "PanAdapter reads raster files through GDAL only. Save the layer as a GeoTIFF "
             "(right-click > Export > Save As...) and use that file.")
     return layer.source()
+
+
+def _source_file(source):
+    """The file of a layer source ('path|layername=...' -> 'path'), or '' when it names none."""
+    path = (source or "").split("|")[0]
+    return path if path and os.path.exists(path) else ""
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def input_files(algorithm, parameters, context):
+    """{file: parameter name} of every input that names a file (rasters, layer lists, plain files)."""
+    files = {}
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if definition.isDestination() or parameters.get(name) in (None, ""):
+            continue
+        paths = []
+        if isinstance(definition, QgsProcessingParameterRasterLayer):
+            layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+            paths = [layer.source()] if layer is not None else []
+        elif isinstance(definition, QgsProcessingParameterMultipleLayers):
+            paths = [layer.source() for layer in algorithm.parameterAsLayerList(parameters, name, context)]
+        elif isinstance(definition, QgsProcessingParameterFile):
+            paths = [algorithm.parameterAsFile(parameters, name, context)]
+        for path in paths:
+            path = _source_file(path)
+            if path:
+                files.setdefault(os.path.realpath(path), name)
+    return files
+
+
+def _extensions(definition):
+    """The file name endings an output parameter accepts: GeoTIFF for rasters, its filter's for files."""
+    if isinstance(definition, QgsProcessingParameterRasterDestination):
+        return GDAL_SUFFIXES
+    found = re.findall(r"\*(\.[A-Za-z0-9_]+)", definition.fileFilter() or "")
+    return tuple(dict.fromkeys(e.lower() for e in found)) or ("." + definition.defaultFileExtension(),)
+
+
+def _check_writable_folder(name, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    if not os.path.isdir(folder):
+        raise QgsProcessingException(
+            f"{name}: the folder '{folder}' does not exist. Create it, or choose another place for '{base}'.")
+    if os.path.isdir(path):
+        raise QgsProcessingException(f"{name}: '{path}' is a folder; give a file name.")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(base)) > name_max:
+        raise QgsProcessingException(
+            f"{name}: the file name '{base}' is {len(os.fsencode(base))} bytes long; the file system of "
+            f"'{folder}' allows at most {name_max}.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".panadapter-", suffix=".check", dir=folder)
+    except OSError as error:
+        raise QgsProcessingException(
+            f"{name}: PanAdapter cannot write in the folder '{folder}' ({error.strerror}). Choose a folder "
+            "you can write to.") from None
+    os.close(handle)
+    os.remove(probe)
+
+
+def check_outputs(algorithm, parameters, context):
+    """Every output of ``algorithm`` resolved and checked before it reads a pixel or trains: an allowed
+    extension, a folder that exists and can be written to, a name the file system allows, no input and no
+    other output. Returns {parameter name: path} ('' for an optional output not asked for); use these
+    paths, since resolving a temporary output again gives another file."""
+    inputs = input_files(algorithm, parameters, context)
+    outputs, seen = {}, {}
+    for definition in algorithm.parameterDefinitions():
+        if not definition.isDestination():
+            continue
+        name = definition.name()
+        if isinstance(definition, QgsProcessingParameterRasterDestination):
+            path = algorithm.parameterAsOutputLayer(parameters, name, context)
+        elif isinstance(definition, QgsProcessingParameterFileDestination):
+            path = algorithm.parameterAsFileOutput(parameters, name, context)
+        else:
+            continue
+        if not path:
+            if not definition.flags() & definition.FlagOptional:
+                raise QgsProcessingException(f"{name}: give the file to write.")
+            outputs[name] = ""
+            continue
+        allowed = _extensions(definition)
+        if not path.lower().endswith(allowed):
+            kind = "a GeoTIFF file" if allowed == GDAL_SUFFIXES else "a file"
+            raise QgsProcessingException(
+                f"{name}: the output must be {kind} ({' or '.join(allowed)}); got '{os.path.basename(path)}'.")
+        _check_writable_folder(name, path)
+        real = os.path.realpath(path)
+        which = inputs.get(real) or next(
+            (inputs[other] for other in inputs if os.path.exists(path) and _same_file(path, other)), None)
+        if which:
+            raise QgsProcessingException(
+                f"{name}: '{path}' is also an input ({which}); writing it would destroy that input. Choose "
+                "another output file.")
+        if real in seen:
+            raise QgsProcessingException(
+                f"{name} and {seen[real]} are the same file '{path}'; give each output its own file.")
+        seen[real] = name
+        outputs[name] = path
+    return outputs
+
+
+def band_list(algorithm, parameters, name, context):
+    """A band list parameter as ints (None when empty), each band once.
+
+    Processing reads a text such as '5,5,3' (as qgis_process passes it) as the band 0, so text is split
+    here on commas, semicolons or spaces."""
+    value = parameters.get(name)
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        text = value if isinstance(value, str) else ",".join(value)
+        items = [item for item in re.split(r"[,;\s]+", text.strip()) if item]
+        try:
+            bands = [int(item) for item in items]
+        except ValueError:
+            raise QgsProcessingException(
+                f"{name}: '{text}' is not a list of band numbers (give them as 1,2,3).") from None
+    else:
+        bands = algorithm.parameterAsInts(parameters, name, context)
+    repeated = sorted({b for b in bands if bands.count(b) > 1})
+    if repeated:
+        raise QgsProcessingException(
+            f"{name}: the band list ({', '.join(map(str, bands))}) repeats band{'s' if len(repeated) > 1 else ''} "
+            f"{', '.join(map(str, repeated))}; give each band once.")
+    bad = [b for b in bands if b < 1]
+    if bad:
+        raise QgsProcessingException(f"{name}: band numbers start at 1; got {', '.join(map(str, bad))}.")
+    return bands or None
+
+
+TORCH_PICKLE_START = b"\x80\x02\x8a\x0a"  # the magic number that PyTorch's legacy (non-zip) files begin with
+
+
+def check_torch_file(name, path):
+    """``path`` is a PyTorch file (a zip archive, or a legacy pickle), else a QgsProcessingException."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(TORCH_PICKLE_START))
+    except OSError as error:
+        raise QgsProcessingException(f"{name}: the file '{path}' cannot be read ({error.strerror}).") from None
+    if not (start.startswith(TORCH_PICKLE_START) or zipfile.is_zipfile(path)):
+        what = "it is empty" if not start else "it is neither the zip archive nor the pickle PyTorch writes"
+        raise QgsProcessingException(
+            f"{name}: '{path}' is not a PyTorch weights file ({what}). Give a .pt file written by "
+            "PanAdapter (panadapter:finetune, panadapter:train or make weights).")
+    return path
+
+
+def check_number_ranges(algorithm, parameters):
+    """(False, message) for a number parameter outside its range, naming the range; else (True, '')."""
+    for definition in algorithm.parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterNumber):
+            continue
+        value = parameters.get(definition.name())
+        if isinstance(value, bool) or value in (None, ""):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        low, high = definition.minimum(), definition.maximum()
+        if number < low or number > high:
+            return False, (f"{definition.name()} ({definition.description()}) must be {range_text(definition)}; "
+                           f"got {value}.")
+    return True, ""
+
+
+def range_text(definition):
+    """'at least 64', 'from 16 to 512' ... of a number parameter."""
+    low, high = definition.minimum(), definition.maximum()
+    integer = definition.dataType() == QgsProcessingParameterNumber.Integer
+    show = (lambda v: str(int(v))) if integer else (lambda v: f"{v:g}")
+    bounded_low, bounded_high = low > -1e300, high < 1e300
+    if bounded_low and bounded_high:
+        return f"from {show(low)} to {show(high)}"
+    if bounded_low:
+        return f"at least {show(low)}"
+    if bounded_high:
+        return f"at most {show(high)}"
+    return "a number"
+
+
+def with_range(definition, text):
+    """A tile-size parameter's help with its limits ('At least 64.'), so help and check never disagree."""
+    if isinstance(definition, QgsProcessingParameterNumber) and definition.name() == "TILE_SIZE":
+        return f"{text} {range_text(definition)[0].upper()}{range_text(definition)[1:]} pixels."
+    return text
 
 
 def geotiff_output(algorithm, parameters, name, context):
@@ -88,6 +302,10 @@ class TableAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self):  # noqa: N802
         parameters = [(p.description(), p.help()) for p in self.parameterDefinitions()]
         return algorithm_help_html(self.HELP[self.ALGORITHM_ID].summary, parameters, self.notes())
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = check_number_ranges(self, parameters)
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
     def notes(self):
         return ["Requires PyTorch; if it is missing, running the algorithm explains how to install it."]

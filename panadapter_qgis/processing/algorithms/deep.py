@@ -21,7 +21,7 @@ from qgis.core import (
 )
 from ..help import DEEP_ALGORITHMS, deep_parameter_help
 from .classical import DEVICE_LABELS, DEVICES, run_summary
-from .common import TableAlgorithm, geotiff_output, layer_file, require_backend, tr
+from .common import TableAlgorithm, check_outputs, check_torch_file, layer_file, require_backend, tr, with_range
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
@@ -51,7 +51,7 @@ class DeepAlgorithm(TableAlgorithm):
     def add(self, parameter, help_key=""):
         if parameter.name() in self.ADVANCED:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        parameter.setHelp(tr(deep_parameter_help(parameter.name(), help_key)))
+        parameter.setHelp(with_range(parameter, tr(deep_parameter_help(parameter.name(), help_key))))
         self.addParameter(parameter)
 
     def add_pair(self):
@@ -78,6 +78,8 @@ class DeepAlgorithm(TableAlgorithm):
         value = self.parameterAsFile(parameters, name, context)
         if value and not os.path.isfile(value):
             raise QgsProcessingException(f"{name}: the file '{value}' does not exist.")
+        if value and self.parameterDefinition(name).extension() == "pt":
+            check_torch_file(name, value)
         return value or None
 
     def optional_number(self, parameters, name, context):
@@ -86,11 +88,11 @@ class DeepAlgorithm(TableAlgorithm):
             return None
         return self.parameterAsDouble(parameters, name, context)
 
-    def sharpen(self, function, parameters, context, feedback, **extra):
+    def sharpen(self, function, output, parameters, context, feedback, **extra):
         """The inference algorithms: the pair, the adapter or weights, device and tiles into ``function``
-        (a backend ``*_scene``), then the run summary and the styling of the loaded output."""
+        (a backend ``*_scene``) writing ``output`` (from ``check_outputs``), then the run summary and the
+        styling of the loaded output."""
         pan, ms, sensor = self.read_pair(parameters, context)
-        output = geotiff_output(self, parameters, "OUTPUT", context)
         result = self.call(function, pan, ms, output, feedback=feedback,
                            adapter=self.optional_file(parameters, "ADAPTER", context),
                            weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
@@ -133,10 +135,11 @@ class PanAdapterAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = check_outputs(self, parameters, context)["OUTPUT"]
         require_backend()
         from ...backend.adapt import sharpen_scene
 
-        return self.sharpen(sharpen_scene, parameters, context, feedback)
+        return self.sharpen(sharpen_scene, output, parameters, context, feedback)
 
 
 class SSDiffAlgorithm(DeepAlgorithm):
@@ -166,10 +169,11 @@ class SSDiffAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = check_outputs(self, parameters, context)["OUTPUT"]
         require_backend()
         from ...backend.adapt import ssdiff_scene
 
-        return self.sharpen(ssdiff_scene, parameters, context, feedback,
+        return self.sharpen(ssdiff_scene, output, parameters, context, feedback,
                             steps=self.parameterAsInt(parameters, "STEPS", context),
                             seed=self.parameterAsInt(parameters, "SEED", context))
 
@@ -207,11 +211,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FINAL_LOSS", tr("Final training loss (L1, normalised)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = check_outputs(self, parameters, context)["OUTPUT"]  # before minutes of training
         pan, ms, sensor = self.read_pair(parameters, context)
         model = MODELS[self.parameterAsEnum(parameters, "MODEL", context)]
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        if not output:
-            raise QgsProcessingException("OUTPUT: give the adapter file to write.")
         minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
         require_backend()
         from ...backend.adapt import SPECTRAL_FORMS, finetune_scene
@@ -247,10 +249,10 @@ class TrainAlgorithm(DeepAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FINAL_LOSS", tr("Final training loss (L1, normalised)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = check_outputs(self, parameters, context)["OUTPUT"]
         dataset = self.optional_file(parameters, "DATASET", context)
         if not dataset:
             raise QgsProcessingException("DATASET: give a PanCollection HDF5 file.")
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         require_backend()
         from ...backend.adapt import train_dataset
 
@@ -293,9 +295,9 @@ class InfFusionAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Fused hyperspectral image")), "HS_OUTPUT")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = check_outputs(self, parameters, context)["OUTPUT"]
         hsi = layer_file(self.parameterAsRasterLayer(parameters, "HSI", context), "HSI")
         msi = layer_file(self.parameterAsRasterLayer(parameters, "MSI", context), "MSI")
-        output = geotiff_output(self, parameters, "OUTPUT", context)
         method = HS_METHODS[self.parameterAsEnum(parameters, "METHOD", context)]
         require_backend()
         from ...backend import hyperspectral

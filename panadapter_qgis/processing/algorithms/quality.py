@@ -21,7 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from .common import GDAL_SUFFIXES, TableAlgorithm, layer_file, require_backend, tr
+from .common import TableAlgorithm, band_list, check_outputs, layer_file, require_backend, tr
 from ..help import QUALITY_ALGORITHMS, quality_parameter_help
 
 GROUP = "Quality assessment"
@@ -94,19 +94,15 @@ class DegradeAlgorithm(QualityAlgorithm):
         ])
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        outputs = check_outputs(self, parameters, context)
         pan_path = layer_file(self.parameterAsRasterLayer(parameters, self.PAN, context), self.PAN)
         ms_path = layer_file(self.parameterAsRasterLayer(parameters, self.MS, context), self.MS)
-        ms_bands = self.parameterAsInts(parameters, self.MS_BANDS, context) or None
+        ms_bands = band_list(self, parameters, self.MS_BANDS, context)
         sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
         pan_mode = self.parameterAsEnum(parameters, self.PAN_MODE, context)
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)
-        out_pan = self.parameterAsOutputLayer(parameters, self.OUTPUT_PAN, context)
-        out_ms = self.parameterAsOutputLayer(parameters, self.OUTPUT_MS, context)
-        out_ref = self.parameterAsOutputLayer(parameters, self.OUTPUT_REFERENCE, context) or None
-        for path in (out_pan, out_ms, out_ref):
-            if path and not path.lower().endswith(GDAL_SUFFIXES):
-                raise QgsProcessingException(
-                    f"The outputs must be GeoTIFF files (.tif); got '{os.path.basename(path)}'.")
+        out_pan, out_ms = outputs[self.OUTPUT_PAN], outputs[self.OUTPUT_MS]
+        out_ref = outputs[self.OUTPUT_REFERENCE] or None
 
         _, wald, PansharpenError = load_backend()
         try:
@@ -193,6 +189,7 @@ class AssessAlgorithm(QualityAlgorithm):
         return layer_file(layer, name) if layer is not None else None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        outputs = check_outputs(self, parameters, context)
         layers = self.parameterAsLayerList(parameters, self.FUSED, context)
         if not layers:
             raise QgsProcessingException("Give at least one pansharpened raster to assess (FUSED).")
@@ -215,8 +212,7 @@ class AssessAlgorithm(QualityAlgorithm):
         sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
         dim_cut = self.parameterAsInt(parameters, self.DIM_CUT, context)
         ratio = self.parameterAsInt(parameters, self.RATIO, context) or None
-        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        csv_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context)
+        html_path, csv_path = outputs[self.OUTPUT_HTML], outputs[self.OUTPUT_CSV]
 
         assess, _, PansharpenError = load_backend()
         common = dict(progress=lambda fraction: feedback.setProgress(100.0 * fraction),
