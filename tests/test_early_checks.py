@@ -132,6 +132,25 @@ def test_two_outputs_of_degrade_may_not_be_one_file(panadapter_provider, crop, t
     assert os.listdir(tmp_path) == []
 
 
+def test_outputs_resolved_once_are_the_ones_written(panadapter_provider, crop, tmp_path):
+    """An optional output left empty is not written; a temporary one is written where the result says (a
+    temporary output resolves to a new file each time it is asked for)."""
+    import processing
+
+    pan, ms = crop
+    outputs = {"OUTPUT_PAN": str(tmp_path / "pan_lr.tif"), "OUTPUT_MS": "TEMPORARY_OUTPUT"}
+    result = processing.run("panadapter:degrade", {"PAN": pan, "MS": ms, "SENSOR": 8, **outputs})
+    assert "OUTPUT_REFERENCE" not in result
+    assert gdal.Open(result["OUTPUT_MS"]).RasterXSize == gdal.Open(ms).RasterXSize // 2
+    assert gdal.Open(result["OUTPUT_PAN"]).RasterXSize == gdal.Open(ms).RasterXSize  # the MS pixel size
+    assert sorted(os.listdir(tmp_path)) == ["pan_lr.tif"]
+    report = processing.run("panadapter:assess", {"FUSED": [result["OUTPUT_MS"]], "REFERENCE": result["OUTPUT_MS"],
+                                                  "RATIO": 2, "DIM_CUT": 0, "OUTPUT_HTML": "TEMPORARY_OUTPUT"})
+    assert report["ERGAS"] == pytest.approx(0.0, abs=1e-9)
+    assert os.path.isfile(report["OUTPUT_HTML"]) and "OUTPUT_CSV" not in report
+    assert "ERGAS" in open(report["OUTPUT_HTML"]).read()
+
+
 # --------------------------------------------------------------------- item 4: temporary name, signals
 
 def test_a_252_character_output_name_works(panadapter_provider, wv3, tmp_path):
