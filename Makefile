@@ -41,7 +41,7 @@ help:
 	@echo "make zip    - build $(ZIP)"
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
-	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 45 min on a 2-core CPU)"
+	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 55 min on a 2-core CPU)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -131,13 +131,14 @@ bench: venv
 	$(PY) bench/bench_speed.py --large
 	$(PY) bench/bench_deep_speed.py
 
-# The bundled weights (backend/weights/*.pt + .json cards), on the FuseBox training scenes: PanAdapter
-# (restoration pre-training of the backbones, then its two stages; about 25 min on a 2-core CPU) and
-# SSDiff (main diffusion training, then L-BAF; about 15 min), then the INF trunk on the hyperspectral
-# scenes (about 6 min); resumable (build/weights/);
+# The bundled weights (backend/weights/*.pt + .json cards): PanAdapter's multi-sensor universal preset
+# (restoration pre-training on natural photographs and single bands, then its two stages on every training
+# sensor of ../shared/data/pretraining mixed, over a classical base; about 35 min on a 2-core CPU:
+# scripts/train_multisensor.py), SSDiff on the FuseBox training scenes (main diffusion training, then L-BAF;
+# about 15 min), then the INF trunk on the hyperspectral scenes (about 6 min); resumable (build/weights/);
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
-	$(PY) scripts/train_weights.py $(WEIGHTS_ARGS)
+	$(PY) scripts/train_multisensor.py $(WEIGHTS_ARGS)
 	$(PY) scripts/train_ssdiff_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/train_inf_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/weights_card.py
@@ -146,6 +147,7 @@ weights: venv
 BENCH_QUALITY_ARGS ?=
 bench-quality: venv
 	$(PY) bench/bench_quality.py $(BENCH_QUALITY_ARGS)
+	$(PY) bench/bench_multisensor.py $(BENCH_MULTISENSOR_ARGS)
 	$(PY) bench/bench_hyperspectral.py --loo-iterations 600
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,

@@ -136,7 +136,8 @@ def _read_weights(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise PansharpenError(f"The weights file '{path}' cannot be read: {exc}") from exc
+        raise PansharpenError(f"'{path}' is not a PyTorch weights file (torch.load could not read it: {exc}). Give "
+                              "a .pt file written by panadapter:finetune, panadapter:train or make weights.") from exc
 
 
 def _load_base(net, base_path, content=None):
@@ -181,14 +182,17 @@ def _split(total, share):
 
 def _save(payload, output_path):
     torch = import_torch()
-    tmp = output_path + ".part"
+    tmp = raster.partial_path(output_path)   # short, hidden, removed on SIGTERM/SIGHUP while it exists
+    raster.register_partial(tmp)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, output_path)
     except OSError as exc:
+        raise PansharpenError(f"The adapter file '{output_path}' cannot be written: {exc}") from exc
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise PansharpenError(f"The adapter file '{output_path}' cannot be written: {exc}") from exc
+        raster.unregister_partial(tmp)
 
 
 def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, lr=1e-3, device=None, seed=0,
@@ -434,7 +438,8 @@ def load_adapted(adapter_path, bands=None, base_weights=None, model=None):
     try:
         payload = torch.load(adapter_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise PansharpenError(f"The adapter file '{adapter_path}' cannot be read: {exc}") from exc
+        raise PansharpenError(f"'{adapter_path}' is not a PyTorch adapter file (torch.load could not read it: "
+                              f"{exc}). Give a .pt file written by panadapter:finetune.") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PansharpenError(f"'{adapter_path}' is not an adapter file written by panadapter:finetune.")
     if model is not None and payload.get("model") != model:

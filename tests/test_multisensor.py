@@ -1,0 +1,131 @@
+"""Issue 27: a PanAdapter for any sensor, never worse than the classical methods.
+
+The universal preset adds a residual to the classical base method chosen on the pair degraded by Wald's protocol;
+the residual starts at zero, an adaptation is checked on a part of the degraded pair that it did not train on,
+and an adapter that does not beat its base gives the base. Real scenes of ``../shared/data``.
+"""
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import fusebox_crop
+from panadapter_qgis.backend import weights
+from panadapter_qgis.backend.adapt import finetune_scene, load_adapted, save_weights, sharpen_scene
+from panadapter_qgis.backend.classical_base import CANDIDATES, choose
+from panadapter_qgis.backend.models.panadapter import create_model
+from panadapter_qgis.backend.pipeline import pansharpen
+
+
+def _read(path):
+    return gdal.Open(str(path)).ReadAsArray().astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def quickbird(data_dir):
+    """QuickBird full-resolution test pair of pretraining/ (4 bands, ratio 4, 11-bit, MS 256 x 256), which no
+    bundled weights were fitted on."""
+    d = data_dir / "pretraining" / "qb_abfnet" / "fr_test_0"
+    if not (d / "pan.tif").is_file():
+        pytest.skip("pretraining data not found")
+    return str(d / "pan.tif"), str(d / "ms.tif")
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("untrained") / "universal.pt"
+    torch_net = create_model(4, "universal")
+    save_weights(str(path), torch_net, preset="universal", ratio=None, stage=2, card={})
+    return str(path)
+
+
+def test_base_method_is_chosen_on_the_degraded_pair(quickbird):
+    pan, ms = quickbird
+    method, scores = choose(pan, ms, sensor=3)
+    assert set(scores) == set(CANDIDATES)
+    assert method == min(scores, key=scores.get)
+    assert all(np.isfinite(v) and v > 0 for v in scores.values())
+
+
+@pytest.mark.parametrize("bands", [3, 5, 8])
+def test_an_untrained_universal_model_gives_exactly_its_classical_base(data_dir, tmp_path, untrained, bands):
+    """Zero-initialised injection: whatever the band count (weights built for 4), the untrained model's output
+    is the classical base method's, through the whole tile loop."""
+    scene = data_dir / "pansharpening" / "wv3_cristianics"
+    ms_bands = list(range(1, bands + 1))
+    out, classical = tmp_path / "deep.tif", tmp_path / "classical.tif"
+    logs = []
+    sharpen_scene(str(scene / "pan.tif"), str(scene / "ms.tif"), str(out), weights_path=untrained, sensor=2,
+                  ms_bands=ms_bands, float32=True, log=logs.append)
+    method = next(line for line in logs if line.startswith("Classical base")).split()[2].rstrip(",")
+    assert method in CANDIDATES
+    pansharpen(str(scene / "pan.tif"), str(scene / "ms.tif"), str(classical), method, sensor=2, ms_bands=ms_bands,
+               float32=True)
+    a, b = _read(out), _read(classical)
+    assert a.shape == b.shape == (bands,) + a.shape[1:]
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+@pytest.mark.skipif(weights.bundled() is None, reason="no bundled weights (make weights)")
+def test_bundled_weights_run_zero_shot_on_a_band_count_never_seen_in_training(data_dir, tmp_path):
+    """EO-1 ALI: 9 bands at ratio 3 (training saw 3, 4, 6 and 8 bands at ratios 2 and 4): the bundled weights
+    run with no adapter and stay close to their classical base (within 10 % ERGAS of it on the reduced pair)."""
+    from conftest import ergas_sam
+    from panadapter_qgis.backend.wald import degrade_pair
+
+    d = data_dir / "hyperspectral" / "paris_hyperion_ali"
+    pan, ms = str(tmp_path / "pan_lr.tif"), str(tmp_path / "ms_lr.tif")
+    info, reference = degrade_pair(str(d / "pan.tif"), str(d / "ms.tif"), pan, ms, 0)
+    logs = []
+    out = tmp_path / "zero_shot.tif"
+    sharpen_scene(pan, ms, str(out), sensor=0, float32=True, log=logs.append)
+    method = next(line for line in logs if line.startswith("Classical base")).split()[2].rstrip(",")
+    pansharpen(pan, ms, str(tmp_path / "base.tif"), method, sensor=0, float32=True)
+    fused = _read(out)
+    assert fused.shape[0] == 9 and np.isfinite(fused).all()
+    ergas, _ = ergas_sam(reference.astype(np.float64), out, info.ratio)
+    base_ergas, _ = ergas_sam(reference.astype(np.float64), tmp_path / "base.tif", info.ratio)
+    assert ergas < 1.1 * base_ergas, (ergas, base_ergas)
+
+
+@pytest.mark.skipif(weights.bundled() is None, reason="no bundled weights (make weights)")
+def test_the_card_names_every_data_set_with_its_terms():
+    card = weights.card("panadapter")
+    assert card["preset"] == "universal"
+    scenes = [d["scene"] for d in card["data"]]
+    assert len(scenes) >= 10 and all(d["terms"] for d in card["data"])
+    assert {d["bands"] for d in card["data"]} >= {3, 4, 6, 8} and {d["ratio"] for d in card["data"]} == {2, 4}
+    for test_scene in ("gf2_panformer/test_rr_0", "qb_abfnet/rr_test_0", "pairmax_rr/ge_tren_urb",
+                       "pairmax_rr/w4_mexi_urb"):
+        assert test_scene not in scenes and test_scene in card["held_out"]
+    assert "natural" in json.dumps(card["restoration"])
+
+
+def test_adaptation_lowers_the_loss_and_is_checked_on_held_out_pixels(quickbird, tmp_path, untrained):
+    pan, ms = quickbird
+    adapter = str(tmp_path / "a.pt")
+    card = finetune_scene(pan, ms, adapter, sensor=3, iterations=60, base_weights=untrained, consistency=0)
+    assert card["last_loss"] < card["first_loss"]
+    check = card["check"]
+    assert check["pixels"] > 0 and check["beats_base"] == (check["ergas_adapted"] < check["ergas_base"])
+    _, payload = load_adapted(adapter, base_weights=untrained)
+    assert payload["base_method"] in CANDIDATES and payload["beats_base"] == check["beats_base"]
+
+
+def test_an_adapter_that_does_not_beat_its_base_gives_the_base(data_dir, tmp_path, untrained):
+    """A learning rate that diverges: the check on the held-out part of the degraded pair rejects the adapter,
+    and panadapter:panadapter then writes exactly the classical base's pixels, saying so."""
+    pan, ms = fusebox_crop(data_dir, tmp_path, "scene_10", pan_size=256)
+    adapter = str(tmp_path / "bad.pt")
+    card = finetune_scene(pan, ms, adapter, sensor=8, iterations=20, base_weights=untrained, lr=5.0,
+                          consistency=0)
+    assert card["check"]["beats_base"] is False
+    logs = []
+    out, classical = tmp_path / "out.tif", tmp_path / "classical.tif"
+    sharpen_scene(pan, ms, str(out), adapter=adapter, weights_path=untrained, sensor=8, float32=True,
+                  log=logs.append)
+    assert any("did not beat its classical base" in line for line in logs)
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=8, float32=True)
+    a, b = _read(out), _read(classical)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
