@@ -123,12 +123,31 @@ def summarise(results):
     return lines
 
 
+BEGIN, END = "<!-- bench_multisensor: begin -->", "<!-- bench_multisensor: end -->"
+
+
+def update_section(path, lines):
+    """Replace the text between BEGIN and END in ``path`` (appended when absent) by ``lines``, headings one
+    level down."""
+    body = [("#" + line) if line.startswith("#") else line for line in lines]
+    block = "\n".join([BEGIN] + body + [END])
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--adapt", type=int, default=0, help="also adapt with this many iterations (0: zero-shot only)")
     ap.add_argument("--work", default=os.path.join(REPO, "build", "bench_multisensor"))
     ap.add_argument("--out", default=os.path.join(OUT, "multisensor.md"))
+    ap.add_argument("--benchmarks", default=os.path.join(REPO, "docs", "BENCHMARKS.md"),
+                    help="the tables also replace this file's multi-sensor section ('' for none)")
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     scenes = test_scenes(args.work)
@@ -149,6 +168,8 @@ def main(argv=None):
         lines += [f"- {n}" for n in notes[name] if n.startswith(("Classical base", "Check", "This adapter"))]
         lines.append("")
     write_report(args.out, lines)
+    if not args.quick and args.benchmarks:
+        update_section(args.benchmarks, lines)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(results, f, indent=1)
     print("\n".join(lines[:25]))
