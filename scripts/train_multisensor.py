@@ -63,9 +63,12 @@ TERMS = {
     "landsat7_fusebox": "Landsat-7 ETM+ (FuseBox; USGS/NASA, public domain)",
     "natural": "natural colour photographs CBSD68, CSun_Hays80, CSet14 (research benchmark images, unclear licence)",
 }
+# Left out: the GaoFen-2 PanFormer reduced-resolution pairs (train_rr_*). Their inputs are not degraded as
+# Wald's protocol degrades (every classical method's result is about twice as far from their gt.tif as the
+# interpolated MS is, against 0.3-0.9 times on every other pair), and a first run that trained on them learnt
+# to undo the PAN's detail on every sensor (docs/BENCHMARKS.md).
 PAIRS = (
-    [(f"gf2_panformer/train_rr_{i}", 7, "rr") for i in range(5)]
-    + [("qb_abfnet/rr_train_0", 3, "rr"), ("pairmax_rr/ge_lond_urb", 5, "rr"), ("pairmax_rr/w4_mexi_nat", 0, "rr")]
+    [("qb_abfnet/rr_train_0", 3, "rr"), ("pairmax_rr/ge_lond_urb", 5, "rr"), ("pairmax_rr/w4_mexi_nat", 0, "rr")]
     + [("pairmax_rr/w2_miam_mix", 1, "fr"), ("pairmax_rr/w2_miam_urb", 1, "fr"), ("pairmax_rr/w3_muni_mix", 2, "fr"),
        ("pairmax_rr/w3_muni_nat", 2, "fr"), ("pairmax_rr/w3_muni_urb", 2, "fr"),
        ("liqilei_cpe/spot6_cropland", 0, "fr"), ("liqilei_cpe/spot6_vegetation", 0, "fr"),
@@ -170,8 +173,8 @@ def mixed(sources, batch):
 
 def main():
     ap = arguments(__doc__.splitlines()[0])
-    ap.add_argument("--restore-iters", type=int, default=1200)
-    ap.add_argument("--iters", type=int, default=3000, help="PanAdapter iterations (stage 1 + stage 2)")
+    ap.add_argument("--restore-iters", type=int, default=600)
+    ap.add_argument("--iters", type=int, default=2000, help="PanAdapter iterations (stage 1 + stage 2)")
     ap.add_argument("--stage2-share", type=float, default=0.35)
     ap.add_argument("--budget", type=int, default=2**18, help="MS pixels of Wald crops kept per full-res pair")
     args = ap.parse_args()

@@ -98,9 +98,9 @@ def test_zoomed_out_deep_preview_fuses_fewer_pixels(crop, tmp_path, monkeypatch)
 
 
 def test_deep_preview_without_a_fitting_model_says_what_to_do(data_dir, tmp_path):
-    four = fusebox_crop(data_dir, tmp_path, "scene_10", pan_size=64)   # 4 bands: the bundled weights have 6
+    four = fusebox_crop(data_dir, tmp_path, "scene_10", pan_size=64)   # 4 bands: SSDiff's weights have 6
     with pytest.raises(PansharpenError, match="panadapter:finetune"):
-        preview.JobCache().get(preview.PreviewRequest(*four, method="panadapter", sensor=8))
+        preview.JobCache().get(preview.PreviewRequest(*four, method="ssdiff", sensor=8))
     with pytest.raises(PansharpenError, match="does not exist"):
         preview.JobCache().get(preview.PreviewRequest(*four, method="ssdiff", adapter=str(tmp_path / "no.pt")))
 

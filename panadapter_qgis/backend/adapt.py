@@ -111,6 +111,41 @@ def check_against_base(net, windows, crops, stage, device):
                 pixels=int(ref.shape[1] * ref.shape[2]))
 
 
+def check_zero_shot(net, info, sensor, method, window=384):
+    """The pre-trained model against its classical base one scale down, through the inference path itself:
+    the pair's central window is degraded by Wald's protocol, sharpened by both, and each is compared with the
+    window's own MS (ERGAS). Returns dict(ergas_model, ergas_base, beats_base)."""
+    import tempfile
+
+    import numpy as np
+    from osgeo import gdal
+
+    from . import metrics, wald
+    from .classical_base import write_central_window
+    from .deep import DeepJob
+    from .pipeline import pansharpen
+
+    with tempfile.TemporaryDirectory(prefix="panadapter-check-") as tmp:
+        pan, ms = write_central_window(info, tmp, window)
+        lr = [os.path.join(tmp, f) for f in ("pan_lr.tif", "ms_lr.tif", "reference.tif")]
+        degraded = wald.degrade(pan, ms, lr[0], lr[1], sensor=sensor, out_reference=lr[2])
+        r = degraded["ratio"]
+        out_base, out_model = os.path.join(tmp, "base.tif"), os.path.join(tmp, "model.tif")
+        pansharpen(lr[0], lr[1], out_base, method, sensor=sensor, float32=True)
+        DeepJob(lr[0], lr[1], net, sensor=sensor, base_method=method, tile_size=DEEP_TILE["panadapter"]).write(
+            out_model, float32=True)
+        ref = gdal.Open(lr[2]).ReadAsArray().astype(np.float64)
+        ref = ref[None] if ref.ndim == 2 else ref
+        cut = max(1, min(ref.shape[1:]) // 16)
+
+        def ergas(path):
+            a = gdal.Open(path).ReadAsArray().astype(np.float64)
+            a = a[None] if a.ndim == 2 else a
+            return float(metrics.ergas(ref[:, cut:-cut, cut:-cut], a[:, cut:-cut, cut:-cut], r))
+        e_model, e_base = ergas(out_model), ergas(out_base)
+    return dict(ergas_model=e_model, ergas_base=e_base, beats_base=bool(e_model < e_base))
+
+
 class BaseOnly:
     """The classical base alone, where an adapter did not beat it: a model for ``DeepJob`` that returns its
     ``base``."""
@@ -512,6 +547,14 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
         net, _ = load_pretrained(model, bands, path, meta=meta)
         method, scores = choose_base_method(info.pan_path, info.ms_path, sensor, ms_bands)
         log(_base_message(method, scores))
+        check = check_zero_shot(net, info, sensor, method)
+        if not check["beats_base"]:
+            log(f"One scale down, the pre-trained model does not beat {method} on this pair (ERGAS "
+                f"{check['ergas_model']:.4f} against {check['ergas_base']:.4f}): the output is the {method} "
+                "result. panadapter:finetune adapts the model to the pair.")
+            return BaseOnly(bands), None, f"{method} (the classical base)", method
+        log(f"One scale down, the pre-trained model beats {method} on this pair (ERGAS {check['ergas_model']:.4f} "
+            f"against {check['ergas_base']:.4f}).")
         return net, None, f"{label} (pre-trained, multi-sensor)", method
     if not path or meta.get("bands") != bands:
         have = f"{meta.get('bands')}-band images" if path else "no sensor"

@@ -112,3 +112,34 @@ def _fill_invalid(x, nodata):
     good = x[~bad]
     fill = float(good.mean()) if good.numel() else 0.0
     return torch.where(bad, torch.full_like(x, fill), x)
+
+
+_UTM_WKT = ('PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
+            'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],'
+            'PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],'
+            'PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1]]')
+
+
+def write_central_window(info: raster.PairInfo, folder: str, window: int = CHOICE_WINDOW) -> Tuple[str, str]:
+    """The pair's central window (at most ``window`` MS pixels, the selected bands, aligned as the pair reader
+    aligns them, nodata and non-finite values filled) as a clean pair of Float32 GeoTIFFs in ``folder`` (a
+    synthetic grid: PAN pixel 1, MS pixel ``ratio``): (pan path, ms path)."""
+    import os
+
+    from osgeo import gdal
+
+    from .training.datasets import read_central_window
+
+    r = info.ratio
+    ms, pan, (h, w) = read_central_window(info, window, 0)
+    ms, pan = _fill_invalid(ms, info.ms_nodata)[0].numpy(), _fill_invalid(pan, info.pan_nodata)[0].numpy()
+    paths = []
+    for name, arr, px in (("pan.tif", pan, 1.0), ("ms.tif", ms, float(r))):
+        path = os.path.join(folder, name)
+        ds = gdal.GetDriverByName("GTiff").Create(path, arr.shape[2], arr.shape[1], arr.shape[0], gdal.GDT_Float32)
+        ds.SetGeoTransform((500000.0, px, 0.0, 5000000.0, 0.0, -px))
+        ds.SetProjection(_UTM_WKT)
+        ds.WriteArray(arr.astype(np.float32))
+        ds = None
+        paths.append(path)
+    return paths[0], paths[1]
