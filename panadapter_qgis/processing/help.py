@@ -212,9 +212,14 @@ DEEP_ALGORITHMS = {
         "PanAdapter (deep pansharpening)",
         "Sharpens the multispectral image with PanAdapter (Wu et al., AAAI 2025): convolutional prior "
         "extractors and a vision transformer with cascaded adapters, decoded by an implicit neural "
-        "representation. Give the adapter file that 'Fine-tune a deep model on the scene' wrote for this "
-        "sensor (best), or leave it empty to use the pre-trained weights, which exist only for the band count "
-        "they were trained on. The image is processed in tiles with a margin of context, so there are no "
+        "representation. It adds what it learnt to the best classical method for your pair (chosen among "
+        "MTF-GLP-FS, MTF-GLP-HPM, BDSD-PC and AWLP on the pair degraded by the resolution ratio; the log names "
+        "it). Give the adapter file that 'Fine-tune a deep model on the scene' wrote for this pair (best), or "
+        "leave it empty to use the bundled multi-sensor weights, which take any band count and ratio: they "
+        "are first checked one scale down, on your pair degraded by the ratio, and where they do not beat the "
+        "classical method the output is that method's result (the log says which). An adapter that did not "
+        "beat the classical method on the part of the pair it was checked on gives that method's result too. "
+        "The image is processed in tiles with a margin of context, so there are no "
         "seams. Runs on an NVIDIA GPU when available, on the CPU otherwise (slower)."),
     "ssdiff": MethodHelp(
         "SSDiff (diffusion pansharpening)",
@@ -238,6 +243,9 @@ DEEP_ALGORITHMS = {
         "'PanAdapter (deep pansharpening)' or 'SSDiff (diffusion pansharpening)'. Only parts of the model "
         "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
         "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
+        "PanAdapter learns on three quarters of the degraded pair and is then checked on the quarter it never "
+        "saw against the classical method it starts from; the log gives both errors, and the adapter records "
+        "whether to use the model or that method. "
         "Takes minutes on a CPU and seconds on a GPU; cancel at any time (no file is written)."),
     "inf_fusion": MethodHelp(
         "Hyperspectral-multispectral fusion (INF)",
@@ -260,7 +268,8 @@ DEEP_ALGORITHMS = {
 
 DEEP_PARAMETER_HELP = {
     "ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' for images of this sensor "
-               "(same band count and resolution ratio). Empty: the pre-trained weights, used as they are.",
+               "(same band count and resolution ratio). Empty: the pre-trained weights (PanAdapter: any band "
+               "count, checked one scale down against the classical method they start from).",
     "WEIGHTS": "A weights file written by 'Train PanAdapter on a dataset' (for SSDiff: an SSDiff weights "
                "file). Empty: the weights bundled with the plugin for the chosen model.",
     "INF_ADAPTER": "An adapter file written by 'Fine-tune a deep model on the scene' with the model INF for "
