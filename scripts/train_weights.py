@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""``make weights``: the bundled PanAdapter weights, trained from scratch on real scenes (CPU or GPU).
+"""The Landsat-7-only PanAdapter weights (``small`` preset, 6 bands), bundled until 2026-12-06; ``make weights`` now
+trains the multi-sensor ``universal`` preset (``train_multisensor.py``, which reuses this file's restoration
+network and options). Kept to reproduce the old weights (CPU or GPU).
 
 1. Restoration pre-training of the small preset's backbones (the project cannot download EDSR/IPT): one
    single-band restoration network (EDSR body + ViT, the very modules PanAdapter uses) learns x2 and x4
