@@ -53,8 +53,8 @@ def test_panadapter_window_is_the_whole_scene_run(crop, whole):
     from panadapter_qgis.backend.adapt import BaseOnly
     if isinstance(job.model, BaseOnly):
         np.testing.assert_allclose(other, window, rtol=1e-5, atol=1e-3)
-    else:
-        assert np.abs(other - window).max() > 1e-2
+    else:   # the network's residual over its base differs with the tiling (the base alone differs by < 1e-4)
+        assert np.abs(other - window).max() > 1e-3
     assert gt[0] == pytest.approx(gdal.Open(crop[0]).GetGeoTransform()[0] + 21 * 15.0)
 
 
