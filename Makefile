@@ -41,7 +41,7 @@ help:
 	@echo "make zip    - build $(ZIP)"
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
-	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 55 min on a 2-core CPU)"
+	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 80 min on a 2-core CPU)"
 	@echo "make venv | qgis | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -133,7 +133,7 @@ bench: venv
 
 # The bundled weights (backend/weights/*.pt + .json cards): PanAdapter's multi-sensor universal preset
 # (restoration pre-training on natural photographs and single bands, then its two stages on every training
-# sensor of ../shared/data/pretraining mixed, over a classical base; about 35 min on a 2-core CPU:
+# sensor of ../shared/data/pretraining mixed, over a classical base; about an hour on a 2-core CPU:
 # scripts/train_multisensor.py), SSDiff on the FuseBox training scenes (main diffusion training, then L-BAF;
 # about 15 min), then the INF trunk on the hyperspectral scenes (about 6 min); resumable (build/weights/);
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.

@@ -164,6 +164,7 @@ def update_section(path, lines):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--scenes", default="", help="comma-separated scene names (a subset; not written to the docs)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the classical outputs already in the work folder (their seconds are then not measured)")
     ap.add_argument("--adapt", type=int, default=0, help="also adapt with this many iterations (0: zero-shot only)")
@@ -175,8 +176,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     scenes = test_scenes(args.work)
-    if args.quick:
-        scenes = [s for s in scenes if s["name"] in QUICK]
+    if args.quick or args.scenes:
+        wanted = args.scenes.split(",") if args.scenes else QUICK
+        scenes = [s for s in scenes if s["name"] in wanted]
     results, notes = {}, {}
     t0 = time.time()
     for scene in scenes:
@@ -192,11 +194,11 @@ def main(argv=None):
         lines += [f"- {n}" for n in notes[name] if n.startswith(("Classical base", "Check", "This adapter"))]
         lines.append("")
     write_report(args.out, lines)
-    if not args.quick and args.benchmarks:
+    if not (args.quick or args.scenes) and args.benchmarks:
         update_section(args.benchmarks, lines)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(results, f, indent=1)
-    if args.card and not args.quick:
+    if args.card and not (args.quick or args.scenes):
         write_card(results)
     print("\n".join(lines[:25]))
     return 0

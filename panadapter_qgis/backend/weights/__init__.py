@@ -37,10 +37,14 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+# other bundled checkpoints, given by path (WEIGHTS): the Landsat-7-only PanAdapter weights of the small preset
+# (6 bands, ratio 2), the default until 2026-12-06 and still the better start on Landsat-7 scenes
+LANDSAT7_PANADAPTER = WEIGHTS_DIR / "panadapter_small.pt"
+
+
 def find_by_sha256(digest: str) -> Optional[str]:
-    """The bundled checkpoint with this content hash, or None."""
-    for model in REGISTRY:
-        path = bundled(model)
-        if path and sha256(path) == digest:
-            return path
+    """The bundled checkpoint (any ``.pt`` of this folder) with this content hash, or None."""
+    for path in sorted(WEIGHTS_DIR.glob("*.pt")):
+        if sha256(path) == digest:
+            return str(path)
     return None
