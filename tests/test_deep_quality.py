@@ -46,11 +46,13 @@ def test_landsat7_specialist_weights_beat_mtf_glp_fs_on_an_unseen_landsat7_scene
     assert sam < classical["mtf_glp_fs"][1], (sam, classical)
 
 
-def _adapted_against_base(data_dir, tmp_path, name, sensor, iterations):
+def _adapted_against_base(data_dir, tmp_path, name, sensor, iterations, checked=True):
     pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, name, sensor, ["upsample"])
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"
     card = finetune_scene(pan, ms, adapter, sensor=sensor, iterations=iterations, device="cpu")
-    assert card["last_loss"] < card["first_loss"] and card["check"]["pixels"] > 0
+    assert card["last_loss"] < card["first_loss"]
+    # a reduced MS too small to spare a quarter (WorldView-3's is 35 x 36) is adapted on all of it, unchecked
+    assert (card["check"]["pixels"] > 0) if checked else card["check"] is None
     sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=sensor, float32=True, device="cpu")
     base = tmp_path / "base.tif"
     pansharpen(pan, ms, str(base), card["base_method"], sensor=sensor, float32=True)
@@ -75,6 +77,6 @@ def test_adaptation_to_another_sensor_sharpens_worldview3(data_dir, tmp_path):
     classical base (measured 2026-12-07 with 600 iterations: ERGAS below the best classical method's 2.537,
     SAM 3.566 against Brovey's 3.353)."""
     (ergas, sam), (base_ergas, base_sam), classical, _ = _adapted_against_base(
-        data_dir, tmp_path, "wv3_cristianics", 2, 200)
+        data_dir, tmp_path, "wv3_cristianics", 2, 200, checked=False)
     assert ergas < 0.5 * classical["upsample"][0], (ergas, classical["upsample"])
     assert ergas <= 1.01 * base_ergas and sam <= 1.01 * base_sam, (ergas, sam, base_ergas, base_sam)
