@@ -39,7 +39,7 @@ from panadapter_qgis.backend.models.panadapter import PRESETS, create_model  # n
 from panadapter_qgis.backend.sensors import sensor_by_index  # noqa: E402
 from panadapter_qgis.backend.training.datasets import SceneCrops, augment, robust_scale  # noqa: E402
 from panadapter_qgis.backend.training.trainer import train  # noqa: E402
-from train_weights import Restorer, arguments, restoration_step  # noqa: E402
+from train_weights import BandPatches, Restorer, arguments, restoration_step  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PRE = SHARED / "pretraining"
@@ -128,9 +128,11 @@ class ReferenceCrops:
         return augment({k: torch.stack([s[k] for s in out]) for k in out[0]}, rng)
 
 
-class RestorationPatches:
+class RestorationPatches(BandPatches):
     """Single-band patches of natural photographs and of the training scenes' MS bands, degraded by x2/x3/x4
     area decimation + bicubic interpolation back, or by Gaussian noise (IPT's multi-task pre-training)."""
+
+    FACTORS = (2, 3, 4)
 
     def __init__(self, band_sources, patch=48, max_natural=None):
         self.bands = []
@@ -147,22 +149,6 @@ class RestorationPatches:
                 if min(b.shape) >= patch and np.isfinite(b).all():
                     self.bands.append(torch.from_numpy(b / max(float(np.percentile(b, 99.9)), 1e-6)))
         self.patch = patch
-
-    def batch(self, n, rng):
-        p = self.patch
-        clean = []
-        for _ in range(n):
-            band = self.bands[int(rng.integers(len(self.bands)))]
-            r0, c0 = (int(rng.integers(0, s - p + 1)) for s in band.shape)
-            clean.append(band[r0:r0 + p, c0:c0 + p])
-        clean = torch.stack(clean)[:, None]
-        task = int(rng.integers(4))
-        if task < 3:  # x2, x3 or x4 super-resolution
-            f = task + 2
-            degraded = F.interpolate(F.avg_pool2d(clean, f), size=(p, p), mode="bicubic", align_corners=False)
-        else:
-            degraded = clean + float(rng.uniform(0.005, 0.05)) * torch.randn_like(clean)
-        return augment({"x": degraded, "y": clean}, rng)
 
 
 def mixed(sources, batch):

@@ -79,6 +79,8 @@ class BandPatches:
             self.bands += [torch.from_numpy(b / scale) for b in arr]
         self.patch = patch
 
+    FACTORS = (2, 4)   # the super-resolution tasks; one more task is denoising
+
     def batch(self, n, rng):
         p = self.patch
         clean = []
@@ -87,10 +89,10 @@ class BandPatches:
             r0, c0 = (int(rng.integers(0, s - p + 1)) for s in band.shape)
             clean.append(band[r0:r0 + p, c0:c0 + p])
         clean = torch.stack(clean)[:, None]
-        task = rng.integers(3)
-        if task < 2:  # x2 or x4 super-resolution: area decimation, bicubic back to the grid
-            f = 2 * (task + 1)
-            degraded = F.interpolate(F.avg_pool2d(clean, f), scale_factor=f, mode="bicubic", align_corners=False)
+        task = int(rng.integers(len(self.FACTORS) + 1))
+        if task < len(self.FACTORS):  # super-resolution: area decimation, bicubic back to the grid
+            f = self.FACTORS[task]
+            degraded = F.interpolate(F.avg_pool2d(clean, f), size=(p, p), mode="bicubic", align_corners=False)
         else:  # denoising
             degraded = clean + float(rng.uniform(0.005, 0.05)) * torch.randn_like(clean)
         return augment({"x": degraded, "y": clean}, rng)
