@@ -39,7 +39,7 @@ from panadapter_qgis.backend.models.panadapter import PRESETS, create_model  # n
 from panadapter_qgis.backend.sensors import sensor_by_index  # noqa: E402
 from panadapter_qgis.backend.training.datasets import SceneCrops, augment, robust_scale  # noqa: E402
 from panadapter_qgis.backend.training.trainer import train  # noqa: E402
-from train_weights import BandPatches, Restorer, arguments, restoration_step  # noqa: E402
+from train_weights import BandPatches, Restorer, arguments, load_restorer, mixed_crops, restoration_step  # noqa: E402,E501
 
 SHARED = ROOT.parent / "shared" / "data"
 PRE = SHARED / "pretraining"
@@ -151,12 +151,6 @@ class RestorationPatches(BandPatches):
         self.patch = patch
 
 
-def mixed(sources, batch):
-    def make(rng):
-        return sources[int(rng.integers(len(sources)))].batch(batch, rng)
-    return make
-
-
 def main():
     ap = arguments(__doc__.splitlines()[0])
     ap.add_argument("--restore-iters", type=int, default=600)
@@ -203,16 +197,8 @@ def main():
                          terms=TERMS[name.split("/")[0]]))
         log(f"{name}: {src.bands} bands, ratio {src.ratio}, base {src.base_method} ({time.time() - t:.1f} s)")
     net = create_model(4, "universal").to(dev)
-    rstate, own, loaded = restorer.state_dict(), net.state_dict(), 0
-    with torch.no_grad():
-        for key, value in rstate.items():
-            for target in ([f"sspen.spectral.{key}", f"sspen.spatial.{key}"] if key.startswith("cnn.")
-                           else [key] if key.startswith("vit.") else []):
-                if target in own and own[target].shape == value.shape:
-                    own[target].copy_(value)
-                    loaded += 1
-    log(f"{loaded} tensors from the restoration network.")
-    results, _, stage = two_stages(net, mixed(sources, args.batch), (net.STAGE1, net.STAGE2), args.iters,
+    log(f"{load_restorer(net, restorer)} tensors from the restoration network.")
+    results, _, stage = two_stages(net, mixed_crops(sources, args.batch), (net.STAGE1, net.STAGE2), args.iters,
                                    args.stage2_share, lr=1e-3, device=dev, log=log, sam_weight=1.0,
                                    checkpoint=os.path.join(args.work, "multi"), resume=True)
     t2 = time.time()

@@ -102,6 +102,20 @@ def restoration_step(model, b):
     return F.l1_loss(model(b["x"]), b["y"])
 
 
+def load_restorer(net, restorer):
+    """Copy the restoration network's EDSR body (into both prior branches) and ViT into ``net``; returns how
+    many tensors were copied."""
+    own, loaded = net.state_dict(), 0
+    with torch.no_grad():
+        for key, value in restorer.state_dict().items():
+            for target in ([f"sspen.spectral.{key}", f"sspen.spatial.{key}"] if key.startswith("cnn.")
+                           else [key] if key.startswith("vit.") else []):
+                if target in own and own[target].shape == value.shape:
+                    own[target].copy_(value)
+                    loaded += 1
+    return loaded
+
+
 def mixed_crops(crops, batch):
     def make(rng):
         c = crops[int(rng.integers(len(crops)))]
@@ -152,17 +166,7 @@ def main():
     crops = [SceneCrops(str(s / "pan.tif"), str(s / "ms.tif"), sensor=LANDSAT, patch=64, budget=2**18)
              for s in scenes]
     net = create_model(crops[0].bands, "small").to(dev)
-    rstate = restorer.state_dict()
-    own = net.state_dict()
-    loaded = 0
-    with torch.no_grad():
-        for key, value in rstate.items():
-            for target in ([f"sspen.spectral.{key}", f"sspen.spatial.{key}"] if key.startswith("cnn.")
-                           else [key] if key.startswith("vit.") else []):
-                if target in own and own[target].shape == value.shape:
-                    own[target].copy_(value)
-                    loaded += 1
-    log(f"{loaded} tensors from the restoration network.")
+    log(f"{load_restorer(net, restorer)} tensors from the restoration network.")
     results, _, stage = two_stages(net, mixed_crops(crops, args.batch), (net.STAGE1, net.STAGE2), args.iters,
                                    args.stage2_share, lr=1e-3, device=dev, log=log,
                                    checkpoint=os.path.join(args.work, "panadapter"), resume=True)

@@ -45,6 +45,15 @@ def istanbul(data_dir):
     return scene / "pan.tif", scene / "ms.tif"
 
 
+@pytest.fixture(scope="session")
+def wv3(data_dir):
+    """WorldView-3 CristianICS pair: 8 bands, ratio 4, float32."""
+    scene = data_dir / "pansharpening" / "wv3_cristianics"
+    if not scene.is_dir():
+        pytest.skip(f"missing scene {scene}")
+    return str(scene / "pan.tif"), str(scene / "ms.tif")
+
+
 def fusebox_crop(data_dir, folder, scene="scene_09", pan_size=256, bands=(1, 2, 3, 4)):
     """PAN (pan_size^2) and MS (half that, ``bands``) crops of a Landsat-7 FuseBox scene (ratio 2, uint8)."""
     from osgeo import gdal

@@ -27,14 +27,6 @@ def crop(data_dir, tmp_path_factory):
     return fusebox_crop(data_dir, tmp_path_factory.mktemp("crop"), pan_size=128)
 
 
-@pytest.fixture(scope="module")
-def wv3(data_dir):
-    scene = data_dir / "pansharpening" / "wv3_cristianics"
-    if not scene.is_dir():
-        pytest.skip(f"missing scene {scene}")
-    return str(scene / "pan.tif"), str(scene / "ms.tif")
-
-
 def _digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 

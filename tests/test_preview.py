@@ -175,14 +175,6 @@ def test_stretch_limits_are_the_2_and_98_percentiles_of_the_finite_pixels():
 # ---------------------------------------------------------------------------- previews of a real scene
 
 @pytest.fixture(scope="module")
-def wv3(data_dir):
-    scene = data_dir / "pansharpening" / "wv3_cristianics"
-    if not scene.is_dir():
-        pytest.skip(f"missing scene {scene}")
-    return str(scene / "pan.tif"), str(scene / "ms.tif")
-
-
-@pytest.fixture(scope="module")
 def whole_scene(wv3, tmp_path_factory):
     """The whole-scene MTF-GLP-FS result (Float32) as the pipeline writes it."""
     from panadapter_qgis.backend.pipeline import pansharpen

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from . import raster, weights
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
+from .models import FixedModel
 from .training.datasets import SceneCrops
 from .training.trainer import l1_step, train
 
@@ -120,8 +121,8 @@ def check_zero_shot(net, info, sensor, method, window=384):
     import numpy as np
     from osgeo import gdal
 
-    from . import metrics, wald
-    from .classical_base import write_central_window
+    from . import wald
+    from .classical_base import ergas_cut, write_central_window
     from .deep import DeepJob
     from .pipeline import pansharpen
 
@@ -134,32 +135,19 @@ def check_zero_shot(net, info, sensor, method, window=384):
         pansharpen(lr[0], lr[1], out_base, method, sensor=sensor, float32=True)
         DeepJob(lr[0], lr[1], net, sensor=sensor, base_method=method, tile_size=DEEP_TILE["panadapter"]).write(
             out_model, float32=True)
-        ref = gdal.Open(lr[2]).ReadAsArray().astype(np.float64)
-        ref = ref[None] if ref.ndim == 2 else ref
-        cut = max(1, min(ref.shape[1:]) // 16)
-
-        def ergas(path):
+        def read(path):
             a = gdal.Open(path).ReadAsArray().astype(np.float64)
-            a = a[None] if a.ndim == 2 else a
-            return float(metrics.ergas(ref[:, cut:-cut, cut:-cut], a[:, cut:-cut, cut:-cut], r))
-        e_model, e_base = ergas(out_model), ergas(out_base)
+            return a[None] if a.ndim == 2 else a
+        ref = read(lr[2])
+        cut = max(1, min(ref.shape[1:]) // 16)
+        e_model, e_base = (ergas_cut(ref, read(p), r, cut) for p in (out_model, out_base))
     return dict(ergas_model=e_model, ergas_base=e_base, beats_base=bool(e_model < e_base))
 
 
-class BaseOnly:
-    """The classical base alone, where an adapter did not beat it: a model for ``DeepJob`` that returns its
+class BaseOnly(FixedModel):
+    """The classical base alone, where the model did not beat it: a stand-in for ``DeepJob`` that returns its
     ``base``."""
     needs_base = universal = True
-    bands = None
-
-    def __init__(self, bands):
-        self.bands = bands
-
-    def to(self, device):
-        return self
-
-    def eval(self):
-        return self
 
     def __call__(self, ms, lms, pan, ratio, base=None, **_):
         return base

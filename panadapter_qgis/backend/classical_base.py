@@ -27,16 +27,17 @@ def halo(ratio: int, methods: Sequence[str] = CANDIDATES) -> int:
     return max(create_method(m).halo(ratio) for m in methods)
 
 
-def fit_context(method, ctx: TileContext, valid=None, valid_lr=None) -> dict:
-    """The method's coefficients from the statistics of one context's interior (a window held in memory)."""
+def fit_context(method, ctx: TileContext) -> dict:
+    """The method's coefficients from the statistics of one context's whole interior (a window held in
+    memory, every pixel valid)."""
     bands = len(ctx.ms_gains)
     stats = Stats()
     stats.pan = Moments(feature_names(method.pan_stats, bands))
     stats.lr = Moments(feature_names(method.lr_stats, bands))
     if method.pan_stats:
-        stats.pan.add(stack_features(ctx, method.pan_stats), valid)
+        stats.pan.add(stack_features(ctx, method.pan_stats))
     if method.lr_stats:
-        stats.lr.add(stack_features(ctx, method.lr_stats), valid_lr)
+        stats.lr.add(stack_features(ctx, method.lr_stats))
     return method.fit(stats, bands)
 
 
@@ -56,9 +57,11 @@ def fuse_arrays(method_id: str, pan, ms, ratio: int, gains, pan_gain: float, hal
         return method.apply(ctx, params).float()
 
 
-def ergas_interior(reference, fused, ratio, cut=0) -> float:
-    ref = reference[0].double().cpu().numpy()
-    fus = fused[0].double().cpu().numpy()
+def ergas_cut(reference, fused, ratio, cut=0) -> float:
+    """ERGAS of (C, H, W) arrays (numpy, or tensors with a batch of one) with ``cut`` pixels dropped on every
+    side (symmetric, unlike the toolbox's ``metrics.cut_border``)."""
+    ref, fus = (np.asarray(a[0].double().cpu().numpy() if hasattr(a, "cpu") else a, dtype=np.float64)
+                for a in (reference, fused))
     if cut:
         ref, fus = ref[:, cut:-cut, cut:-cut], fus[:, cut:-cut, cut:-cut]
     return float(metrics.ergas(ref, fus, ratio))
@@ -94,7 +97,7 @@ def choose(pan_path: str, ms_path: str, sensor: int = 0, ms_bands=None, candidat
     scores = {}
     for m in candidates:
         fused = fuse_arrays(m, pan_lr.float(), ms_lr.float(), r, gains, sens.pan_gain, hr)
-        e = ergas_interior(reference, fused, r, cut)
+        e = ergas_cut(reference, fused, r, cut)
         scores[m] = e if np.isfinite(e) else float("inf")
     best = min(scores, key=scores.get)
     return best, scores

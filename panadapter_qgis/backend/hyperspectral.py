@@ -16,6 +16,7 @@ import numpy as np
 from . import mtf, raster
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
+from .models import FixedModel
 from .models.inf.net import HSI_GAIN, detail
 
 # --------------------------------------------------------------------------------------------------------
@@ -205,17 +206,8 @@ class DetailInjection:
         return lms + import_torch().einsum("lm,bmhw->blhw", self.matrix, detail(pan, ratio))
 
 
-class Upsample:
+class Upsample(FixedModel):
     """The 23-tap interpolation of the HSI alone (the MSI is not used)."""
-
-    def __init__(self, bands):
-        self.bands = bands
-
-    def to(self, device):
-        return self
-
-    def eval(self):
-        return self
 
     def __call__(self, ms, lms, pan, ratio):
         return lms

@@ -9,3 +9,17 @@ def set_trainable(module, prefixes):
         if p.requires_grad:
             params.append(p)
     return params
+
+
+class FixedModel:
+    """Base of the stand-ins that ``deep.DeepJob`` runs in place of a network (no weights: ``to`` and ``eval``
+    do nothing); a subclass defines ``__call__(ms, lms, pan, ratio, ...)``."""
+
+    def __init__(self, bands):
+        self.bands = bands
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
