@@ -157,3 +157,32 @@ def test_without_torch_run_fails_with_install_instructions(istanbul, tmp_path):
     assert ran.returncode != 0
     assert "pip install --user torch" in ran.stdout + ran.stderr
     assert not output.exists()
+
+
+def test_train_reads_pancollection_inside_qgis(env, backend_ready, data_dir, tmp_path):
+    """``panadapter:train`` inside QGIS's own process (issue 28): the PanCollection file is read through GDAL's
+    HDF5 driver, the HDF5 that QGIS has loaded (a pip h5py carries another HDF5 and failed here with "Not a
+    datatype"); a few iterations write loadable weights, and a file that is not HDF5 is a clear error."""
+    import torch
+
+    dataset = data_dir / "pansharpening" / "wv3_patches_pancollection.h5"
+    if not dataset.exists():
+        pytest.skip("no PanCollection sample")
+    output = tmp_path / "trained.pt"
+    ran = qgis_process(env, "run", "panadapter:train", f"--DATASET={dataset}", "--ITERATIONS=4",
+                       f"--OUTPUT={output}", "--json", timeout=600)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert "Not a datatype" not in ran.stderr and "Traceback" not in ran.stdout + ran.stderr
+    results = json.loads(ran.stdout)["results"]
+    assert results["OUTPUT"] == str(output) and results["FINAL_LOSS"] > 0
+    saved = torch.load(str(output), map_location="cpu", weights_only=False)
+    assert saved["card"]["samples"] == 100 and saved["card"]["iterations"] == 4
+
+    not_hdf5 = tmp_path / "notes.h5"
+    not_hdf5.write_text("not an HDF5 file\n")
+    bad = qgis_process(env, "run", "panadapter:train", f"--DATASET={not_hdf5}", "--ITERATIONS=4",
+                       f"--OUTPUT={tmp_path / 'bad.pt'}")
+    assert bad.returncode == 1
+    errors = [line for line in (bad.stdout + bad.stderr).splitlines() if line.startswith("ERROR:")]
+    assert errors and "cannot be read as HDF5" in errors[0], bad.stdout[-1000:] + bad.stderr[-1000:]
+    assert not (tmp_path / "bad.pt").exists()

@@ -16,31 +16,86 @@ from ..sensors import sensor_by_index
 
 
 class PanCollectionH5:
-    """PanCollection layout: datasets ``gt, ms, lms, pan`` (N, C, H, W) holding DN; divided by ``max_value``."""
+    """PanCollection layout: datasets ``gt, ms, lms, pan`` (N, C, H, W) holding DN; divided by ``max_value``.
+
+    Read through GDAL's HDF5 driver (its multidimensional API), the HDF5 library that QGIS itself has loaded:
+    a pip wheel of h5py carries another HDF5, and inside QGIS's process the two clash ("h5py is running against
+    HDF5 1.10 when it was built against ...", then "Not a datatype"). h5py is used only where GDAL has no HDF5
+    driver.
+    """
 
     KEYS = ("gt", "ms", "lms", "pan")
 
     def __init__(self, path, max_value=2047.0):
-        try:
-            import h5py
-        except ImportError as exc:
-            raise PansharpenError("Reading PanCollection files needs h5py (pip install h5py).") from exc
-        self.file = h5py.File(path, "r")
-        missing = [k for k in self.KEYS if k not in self.file]
-        if missing:
-            raise PansharpenError(f"'{path}' is not a PanCollection file: datasets {missing} are missing.")
-        self.n = self.file["gt"].shape[0]
-        self.bands = self.file["gt"].shape[1]
-        self.ratio = self.file["gt"].shape[2] // self.file["ms"].shape[2]
+        self.path = path
+        self._arrays = _gdal_arrays(path, self.KEYS)
+        if self._arrays is None:
+            self._arrays = _h5py_arrays(path, self.KEYS)
+        shapes = {k: tuple(self._shape(k)) for k in self.KEYS}
+        if any(len(v) != 4 for v in shapes.values()):
+            raise PansharpenError(f"'{path}' is not a PanCollection file: its datasets must be (N, C, H, W), "
+                                  f"found {shapes}.")
+        self.n, self.bands = shapes["gt"][0], shapes["gt"][1]
+        self.ratio = shapes["gt"][2] // max(1, shapes["ms"][2])
         self.scale = float(max_value)
+
+    def _shape(self, key):
+        a = self._arrays[key]
+        return [d.GetSize() for d in a.GetDimensions()] if hasattr(a, "GetDimensions") else a.shape
+
+    def _read(self, key, idx):
+        a = self._arrays[key]
+        if not hasattr(a, "GetDimensions"):
+            return np.asarray(a[idx], dtype=np.float32)
+        shape = self._shape(key)
+        rows = []
+        for i in idx:   # one sample at a time: a batch's indices are scattered over the file
+            rows.append(a.ReadAsArray(array_start_idx=[int(i), 0, 0, 0], count=[1] + list(shape[1:])))
+        return np.concatenate(rows).astype(np.float32)
 
     def __len__(self):
         return self.n
 
     def batch(self, indices, rng=None):
         idx = np.sort(np.asarray(indices))
-        out = {k: torch.from_numpy(np.asarray(self.file[k][idx], dtype=np.float32) / self.scale) for k in self.KEYS}
+        out = {k: torch.from_numpy(self._read(k, idx) / self.scale) for k in self.KEYS}
         return augment(out, rng)
+
+
+def _gdal_arrays(path, keys):
+    """{key: GDAL MDArray} of an HDF5 file, or None when this GDAL has no HDF5 driver."""
+    from osgeo import gdal
+
+    if gdal.GetDriverByName("HDF5") is None:
+        return None
+    gdal.UseExceptions()
+    try:
+        ds = gdal.OpenEx(path, gdal.OF_MULTIDIM_RASTER | gdal.OF_READONLY)
+    except RuntimeError as exc:
+        raise PansharpenError(f"'{path}' cannot be read as HDF5: {exc}") from exc
+    if ds is None:
+        raise PansharpenError(f"'{path}' cannot be read as HDF5.")
+    root = ds.GetRootGroup()
+    names = set(root.GetMDArrayNames() or [])
+    missing = [k for k in keys if k not in names]
+    if missing:
+        raise PansharpenError(f"'{path}' is not a PanCollection file: datasets {missing} are missing.")
+    arrays = {k: root.OpenMDArray(k) for k in keys}
+    arrays["_dataset"] = ds   # keeps the file open while the arrays live
+    return arrays
+
+
+def _h5py_arrays(path, keys):
+    try:
+        import h5py
+    except ImportError as exc:
+        raise PansharpenError("Reading PanCollection files needs GDAL's HDF5 driver or h5py "
+                              "(pip install h5py).") from exc
+    f = h5py.File(path, "r")
+    missing = [k for k in keys if k not in f]
+    if missing:
+        raise PansharpenError(f"'{path}' is not a PanCollection file: datasets {missing} are missing.")
+    return {k: f[k] for k in keys}
 
 
 def augment(batch, rng):
