@@ -132,7 +132,7 @@ def test_parameters_follow_the_design(panadapter_provider):
     assert len(sensors) == len(SENSOR_ORDER)
     for label, key in zip(sensors, SENSOR_ORDER):
         assert label.startswith(key), (label, key)
-    assert p["SENSOR"].defaultValue() == 0
+    assert p["SENSOR"].defaultValue() is None and p["SENSOR"].flags() & optional  # empty: from the metadata
 
     assert [o.split()[0].lower() for o in p["DEVICE"].options()] == ["automatic", "cpu", "cuda"]
     assert p["DEVICE"].defaultValue() == 0

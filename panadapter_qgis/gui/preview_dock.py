@@ -47,6 +47,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..backend.preview import DEEP_MAX_FUSED_PIXELS, MAX_FUSED_PIXELS, MULTISPECTRAL, previewable, remove_raster
+from ..backend.sensor_detect import detect_sensor
 from ..plugin_files import icon_path
 from ..processing.provider import PROVIDER_ID
 from .device_status import DeviceStatusWidget
@@ -60,6 +61,10 @@ AUTO_REFRESH_MS = 600                     # the map must rest this long before a
 
 def tr(text):
     return QCoreApplication.translate("PanAdapter", text)
+
+
+SENSOR_TIP = tr("The sensor sets the MTF filters and the true-colour bands; it is chosen from the images' "
+                "metadata when that names the satellite.")
 
 
 HELP_HTML = tr("""
@@ -174,6 +179,7 @@ class PreviewDock(QgsDockWidget):
         self.auto_timer.setInterval(AUTO_REFRESH_MS)
         self.auto_timer.timeout.connect(self._auto_preview)
         self._auto_connected = False
+        self.sensor_by_hand = False   # the user chose the sensor: the images' metadata no longer changes it
         self._build()
         self.refresh_methods()
         project = QgsProject.instance()
@@ -202,7 +208,7 @@ class PreviewDock(QgsDockWidget):
         self.method_combo = QComboBox(body)
         self.method_combo.setToolTip(tr("Every pansharpening algorithm of the PanAdapter provider."))
         self.sensor_combo = QComboBox(body)
-        self.sensor_combo.setToolTip(tr("The sensor sets the MTF filters and the true-colour bands."))
+        self.sensor_combo.setToolTip(SENSOR_TIP)
         self.device_combo = QComboBox(body)
         self.adapter_widget = QgsFileWidget(body)
         self.adapter_widget.setFilter(tr("Adapter file (*.pt)"))
@@ -282,6 +288,9 @@ class PreviewDock(QgsDockWidget):
         self.setWidget(scroll)
 
         self.ms_combo.layerChanged.connect(self._fill_bands)
+        self.pan_combo.layerChanged.connect(self.preselect_sensor)
+        self.ms_combo.layerChanged.connect(self.preselect_sensor)
+        self.sensor_combo.activated.connect(self._sensor_chosen)
         self.method_combo.currentIndexChanged.connect(self._fill_options)
         self.preview_button.clicked.connect(lambda: self.start_preview())
         self.cancel_button.clicked.connect(self.cancel_preview)
@@ -353,6 +362,21 @@ class PreviewDock(QgsDockWidget):
             return
         for band in range(1, layer.bandCount() + 1):
             self.bands_combo.addItemWithCheckState(layer.bandName(band), Qt.Checked, band)
+
+    def _sensor_chosen(self, *_):
+        self.sensor_by_hand = True
+
+    def preselect_sensor(self, *_):
+        """Select the sensor the metadata of the chosen PAN and MS names, unless the user chose one by hand."""
+        if self.sensor_by_hand:
+            return
+        detection = detect_sensor(*(layer.source() for layer in (self.pan_layer(), self.ms_layer()) if layer))
+        self.sensor_combo.setToolTip(SENSOR_TIP if detection is None else f"{SENSOR_TIP} {detection.message}")
+        if detection is None:
+            return
+        if detection.index is not None and detection.index < self.sensor_combo.count():
+            self.sensor_combo.setCurrentIndex(detection.index)
+        self._set_status(detection.message)
 
     def _update_layer_filters(self, *_):
         """PAN: single-band rasters; MS: rasters with several bands; never the preview layer."""

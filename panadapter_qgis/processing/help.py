@@ -91,7 +91,9 @@ PARAMETER_HELP = {
                 "description.",
     "SENSOR": "The satellite that took the images. It sets how blurred each band is assumed to be (the "
               "sensor's MTF), which the MTF-based methods use to separate detail from colour. Choose "
-              "Generic when your sensor is not listed.",
+              "Generic when your sensor is not listed. Left empty, it is taken from the image metadata when "
+              "that names the satellite (Generic otherwise); a choice the metadata contradicts is obeyed, "
+              "with a warning.",
     "DEVICE": "Where to compute. Automatic uses an NVIDIA GPU when PyTorch can use one and the CPU "
               "otherwise. CUDA needs an NVIDIA GPU and a CUDA build of PyTorch.",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side "
@@ -137,7 +139,8 @@ QUALITY_PARAMETER_HELP = {
         "MS_BANDS": "The multispectral bands to keep, in the order they should have in the outputs. Leave it "
                     "empty to keep every band. Each band keeps its description.",
         "SENSOR": "The satellite that took the images: it sets the blur (MTF) applied to each band before "
-                  "shrinking, as the standard protocol does. Choose Generic when your sensor is not listed.",
+                  "shrinking, as the standard protocol does. Choose Generic when your sensor is not listed. "
+                  "Left empty, it is taken from the image metadata when that names the satellite.",
         "PAN_MODE": "How the panchromatic image is reduced. MTF: blurred with the sensor's panchromatic MTF "
                     "then decimated (as in the PanCollection data sets). Bicubic: MATLAB's antialiased "
                     "bicubic resize (as in the toolbox's resize_images.m).",
@@ -165,7 +168,8 @@ QUALITY_PARAMETER_HELP = {
               "interpolated onto the panchromatic grid (the upsample method) to measure colour distortion.",
         "SENSOR": "The satellite that took the images. In full-resolution mode it sets the blur (MTF) used "
                   "to compare the sharpened bands with the multispectral ones (D_lambda). Choose Generic "
-                  "when your sensor is not listed.",
+                  "when your sensor is not listed. Left empty, it is taken from the metadata of the reference "
+                  "(or of the panchromatic and multispectral images) when that names the satellite.",
         "DIM_CUT": "Reduced-resolution mode: the border, in pixels, left out before computing the indices, "
                    "as the standard toolbox does (21). Set 0 to use the whole overlap.",
         "RATIO": "The panchromatic to multispectral resolution ratio used by ERGAS. 0 reads it from the "

@@ -23,7 +23,8 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ...plugin_files import icon_path
-from .common import band_list, check_number_ranges, check_outputs, layer_file, require_backend, tr, with_range
+from .common import (band_list, check_number_ranges, check_outputs, layer_file, require_backend, sensor_choice, tr,
+                     with_range)
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
@@ -113,7 +114,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterBand(self.MS_BANDS, tr("Multispectral bands to sharpen (default: all)"),
                                        None, self.MS, optional=True, allowMultiple=True),
             QgsProcessingParameterEnum(self.SENSOR, tr("Sensor"), options=[s.label for s in SENSORS],
-                                       defaultValue=0),
+                                       optional=True),
             QgsProcessingParameterEnum(self.DEVICE, tr("Compute device"),
                                        options=[tr(label) for label in DEVICE_LABELS], defaultValue=0),
             QgsProcessingParameterNumber(self.TILE_SIZE, tr("Tile size (panchromatic pixels)"),
@@ -142,7 +143,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
         pan_path = self._gdal_path(parameters, self.PAN, context)
         ms_path = self._gdal_path(parameters, self.MS, context)
         ms_bands = band_list(self, parameters, self.MS_BANDS, context)
-        sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
+        sensor = sensor_choice(self, parameters, context, feedback, pan_path, ms_path)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)

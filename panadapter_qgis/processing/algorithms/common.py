@@ -187,6 +187,28 @@ def band_list(algorithm, parameters, name, context):
     return bands or None
 
 
+def sensor_choice(algorithm, parameters, context, feedback, *paths):
+    """The SENSOR index to use: the user's choice (obeyed, with a warning when the files' metadata names
+    another satellite), else the satellite the metadata of ``paths`` names, else Generic; the log says which."""
+    from ...backend.sensor_detect import detect_sensor
+    from ...backend.sensors import SENSORS
+
+    detection = detect_sensor(*paths)
+    if parameters.get("SENSOR") not in (None, ""):
+        sensor = algorithm.parameterAsEnum(parameters, "SENSOR", context)
+        if detection is not None and detection.index != sensor:
+            feedback.pushWarning(f"{detection.message} SENSOR is {SENSORS[sensor].label}: using it, as asked.")
+        return sensor
+    if detection is None:
+        feedback.pushInfo(f"SENSOR not given and the image metadata names no satellite: {SENSORS[0].label}.")
+        return 0
+    if detection.index is None:
+        feedback.pushWarning(f"{detection.message} SENSOR not given: {SENSORS[0].label}. Set SENSOR to choose.")
+        return 0
+    feedback.pushInfo(f"SENSOR not given: {SENSORS[detection.index].label}. {detection.message}")
+    return detection.index
+
+
 TORCH_PICKLE_START = b"\x80\x02\x8a\x0a"  # the magic number that PyTorch's legacy (non-zip) files begin with
 
 

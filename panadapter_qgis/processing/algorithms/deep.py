@@ -21,7 +21,8 @@ from qgis.core import (
 )
 from ..help import DEEP_ALGORITHMS, deep_parameter_help
 from .classical import DEVICE_LABELS, DEVICES, run_summary
-from .common import TableAlgorithm, check_outputs, check_torch_file, layer_file, require_backend, tr, with_range
+from .common import (TableAlgorithm, check_outputs, check_torch_file, layer_file, require_backend, sensor_choice, tr,
+                     with_range)
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
@@ -60,16 +61,16 @@ class DeepAlgorithm(TableAlgorithm):
         self.add(QgsProcessingParameterRasterLayer("PAN", tr("Panchromatic image (PAN)")))
         self.add(QgsProcessingParameterRasterLayer("MS", tr("Multispectral image (MS)")))
         self.add(QgsProcessingParameterEnum("SENSOR", tr("Sensor"), options=[s.label for s in SENSORS],
-                                            defaultValue=0))
+                                            optional=True))
 
     def add_device(self):
         self.add(QgsProcessingParameterEnum("DEVICE", tr("Compute device"),
                                             options=[tr(label) for label in DEVICE_LABELS], defaultValue=0))
 
-    def read_pair(self, parameters, context):
+    def read_pair(self, parameters, context, feedback):
         pan = layer_file(self.parameterAsRasterLayer(parameters, "PAN", context), "PAN")
         ms = layer_file(self.parameterAsRasterLayer(parameters, "MS", context), "MS")
-        return pan, ms, self.parameterAsEnum(parameters, "SENSOR", context)
+        return pan, ms, sensor_choice(self, parameters, context, feedback, pan, ms)
 
     def device(self, parameters, context):
         return DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
@@ -92,7 +93,7 @@ class DeepAlgorithm(TableAlgorithm):
         """The inference algorithms: the pair, the adapter or weights, device and tiles into ``function``
         (a backend ``*_scene``) writing ``output`` (from ``check_outputs``), then the run summary and the
         styling of the loaded output."""
-        pan, ms, sensor = self.read_pair(parameters, context)
+        pan, ms, sensor = self.read_pair(parameters, context, feedback)
         result = self.call(function, pan, ms, output, feedback=feedback,
                            adapter=self.optional_file(parameters, "ADAPTER", context),
                            weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
@@ -212,7 +213,7 @@ class FinetuneAlgorithm(DeepAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         output = check_outputs(self, parameters, context)["OUTPUT"]  # before minutes of training
-        pan, ms, sensor = self.read_pair(parameters, context)
+        pan, ms, sensor = self.read_pair(parameters, context, feedback)
         model = MODELS[self.parameterAsEnum(parameters, "MODEL", context)]
         minutes = self.parameterAsDouble(parameters, "MINUTES", context) or None
         require_backend()

@@ -21,7 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from .common import TableAlgorithm, band_list, check_outputs, layer_file, require_backend, tr
+from .common import TableAlgorithm, band_list, check_outputs, layer_file, require_backend, sensor_choice, tr
 from ..help import QUALITY_ALGORITHMS, quality_parameter_help
 
 GROUP = "Quality assessment"
@@ -81,7 +81,7 @@ class DegradeAlgorithm(QualityAlgorithm):
             QgsProcessingParameterBand(self.MS_BANDS, tr("Multispectral bands to keep (default: all)"),
                                        None, self.MS, optional=True, allowMultiple=True),
             QgsProcessingParameterEnum(self.SENSOR, tr("Sensor"), options=[s.label for s in SENSORS],
-                                       defaultValue=0),
+                                       optional=True),
             QgsProcessingParameterEnum(self.PAN_MODE, tr("Panchromatic degradation"),
                                        options=[tr(label) for label in PAN_MODE_LABELS], defaultValue=0),
             QgsProcessingParameterBoolean(self.OUTPUT_FLOAT32, tr("Write 32-bit float outputs"),
@@ -98,7 +98,7 @@ class DegradeAlgorithm(QualityAlgorithm):
         pan_path = layer_file(self.parameterAsRasterLayer(parameters, self.PAN, context), self.PAN)
         ms_path = layer_file(self.parameterAsRasterLayer(parameters, self.MS, context), self.MS)
         ms_bands = band_list(self, parameters, self.MS_BANDS, context)
-        sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
+        sensor = sensor_choice(self, parameters, context, feedback, pan_path, ms_path)
         pan_mode = self.parameterAsEnum(parameters, self.PAN_MODE, context)
         float32 = self.parameterAsBoolean(parameters, self.OUTPUT_FLOAT32, context)
         out_pan, out_ms = outputs[self.OUTPUT_PAN], outputs[self.OUTPUT_MS]
@@ -168,7 +168,7 @@ class AssessAlgorithm(QualityAlgorithm):
             QgsProcessingParameterRasterLayer(self.MS, tr("Multispectral image (full-resolution mode)"),
                                               optional=True),
             QgsProcessingParameterEnum(self.SENSOR, tr("Sensor"), options=[s.label for s in SENSORS],
-                                       defaultValue=0),
+                                       optional=True),
             QgsProcessingParameterNumber(self.DIM_CUT, tr("Border cut (pixels)"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=21, minValue=0),
             QgsProcessingParameterNumber(self.RATIO, tr("Resolution ratio for ERGAS (0: from metadata)"),
@@ -209,7 +209,7 @@ class AssessAlgorithm(QualityAlgorithm):
             raise QgsProcessingException(
                 "Give a REFERENCE (reduced-resolution mode) or the PAN and MS the rasters were made from "
                 "(full-resolution mode).")
-        sensor = self.parameterAsEnum(parameters, self.SENSOR, context)
+        sensor = sensor_choice(self, parameters, context, feedback, *((reference,) if reference else (pan, ms)))
         dim_cut = self.parameterAsInt(parameters, self.DIM_CUT, context)
         ratio = self.parameterAsInt(parameters, self.RATIO, context) or None
         html_path, csv_path = outputs[self.OUTPUT_HTML], outputs[self.OUTPUT_CSV]
