@@ -443,9 +443,10 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
             n = min(strip, h - top)
             fr = _read(g.ds, f_bands, ov.a_col + cols_cut.start, ov.a_row + rows_cut.start + top, w, n)
             rr = _read(ref.ds, r_bands, ov.b_col + cols_cut.start, ov.b_row + rows_cut.start + top, w, n)
-            bad_pixels += int((_invalid(fr, g.nodata) | _invalid(rr, ref.nodata)).sum())
+            bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
+            bad_pixels += int(bad.sum())
             fr, rr = _finite(fr), _finite(rr)
-            running.update(rr, fr)
+            running.update(rr, fr, bad)
             structure.update(rr, fr)
             errors.add(fr - rr, top, 0)
             done += n
@@ -462,8 +463,17 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
         maps_out.append(errors.maps())
         groups_out.append([label for label, _ in groups])
     if any(r["nodata_fraction"] > 0 for r in rows_out):
-        notes.append("Some pixels are no-data (NaN, or the raster's nodata value) in a fused raster or the "
-                     "reference: they count as 0, as in the toolbox; see the no-data column.")
+        notes.append("Some pixels are no-data (NaN, infinite, or the raster's nodata value) in a fused raster or "
+                     "the reference: SAM, ERGAS and PSNR skip them; the window indices (Q, Q2n, SCC, SSIM) see "
+                     "them as 0 in both images; see the no-data column.")
+    for r in rows_out:
+        undefined = [INDICES[k][0] for k in REDUCED_KEYS if not math.isfinite(r[k])]
+        if r["nodata_fraction"] >= 1.0:
+            notes.append(f"{r['name']} has no valid pixel where the reference has one: its indices are undefined.")
+        elif undefined:
+            notes.append(f"{r['name']}: {', '.join(undefined)} undefined (NaN): the compared window "
+                         f"({r['window'][2]} x {r['window'][3]} pixels after the border cut) is smaller than the "
+                         f"index's window of {BLOCK} pixels, or its pixels have no variance.")
     return dict(mode="reduced", reference=reference_path, ratio=ratio, ratio_source=ratio_source,
                 dim_cut=int(dim_cut), block=BLOCK, data_range=peak, data_range_source=peak_source,
                 q2n_uint16_cast=bool(cast_uint16), sensor=sens.key, notes=notes, rows=rows_out,

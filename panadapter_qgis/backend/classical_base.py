@@ -59,11 +59,17 @@ def fuse_arrays(method_id: str, pan, ms, ratio: int, gains, pan_gain: float, hal
 
 def ergas_cut(reference, fused, ratio, cut=0) -> float:
     """ERGAS of (C, H, W) arrays (numpy, or tensors with a batch of one) with ``cut`` pixels dropped on every
-    side (symmetric, unlike the toolbox's ``metrics.cut_border``)."""
+    side (symmetric, unlike the toolbox's ``metrics.cut_border``), over the pixels finite in both (NaN marks
+    nodata)."""
     ref, fus = (np.asarray(a[0].double().cpu().numpy() if hasattr(a, "cpu") else a, dtype=np.float64)
                 for a in (reference, fused))
     if cut:
         ref, fus = ref[:, cut:-cut, cut:-cut], fus[:, cut:-cut, cut:-cut]
+    ok = np.isfinite(ref).all(0) & np.isfinite(fus).all(0)
+    if not ok.all():
+        if not ok.any():
+            return float("inf")
+        ref, fus = ref[:, ok][:, None], fus[:, ok][:, None]
     return float(metrics.ergas(ref, fus, ratio))
 
 
@@ -89,10 +95,16 @@ def choose(pan_path: str, ms_path: str, sensor: int = 0, ms_bands=None, candidat
     if min(h, w) < 4 * r:
         return candidates[0], {}
     ms, pan = ms[:, :, :h + 2 * k, :w + 2 * k], pan[:, :, :r * (h + 2 * k), :r * (w + 2 * k)]
+    # nodata: filled for the filters, and the reference pixels that a filled pixel reached are left out
+    bad = raster.invalid_mask(ms[0].numpy(), info.ms_nodata)
+    pan_bad = raster.invalid_mask(pan[0].numpy(), info.pan_nodata)
+    bad |= pan_bad.reshape(bad.shape[0], r, bad.shape[1], r).any((1, 3))
     ms, pan = _fill_invalid(ms, info.ms_nodata), _fill_invalid(pan, info.pan_nodata)
     with torch.no_grad():
         pan_lr, ms_lr = mtf.wald_degrade(pan.double(), ms.double(), r, gains, sens.pan_gain)
-    reference = ms[:, :, k:k + h, k:k + w]
+    reference = ms[:, :, k:k + h, k:k + w].clone()
+    if bad.any():
+        reference[:, :, torch.from_numpy(raster.dilate(bad, k)[k:k + h, k:k + w])] = float("nan")
     cut = max(1, min(h, w) // 16)
     scores = {}
     for m in candidates:
@@ -117,6 +129,13 @@ def _fill_invalid(x, nodata):
     return torch.where(bad, torch.full_like(x, fill), x)
 
 
+def _nan_invalid(values, nodata):
+    """(C, H, W) numpy with NaN wherever a band holds nodata (any kind)."""
+    out = np.array(values, dtype=np.float32)
+    out[:, raster.invalid_mask(out, nodata)] = np.nan
+    return out
+
+
 _UTM_WKT = ('PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
             'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],'
             'PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],'
@@ -125,8 +144,8 @@ _UTM_WKT = ('PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPH
 
 def write_central_window(info: raster.PairInfo, folder: str, window: int = CHOICE_WINDOW) -> Tuple[str, str]:
     """The pair's central window (at most ``window`` MS pixels, the selected bands, aligned as the pair reader
-    aligns them, nodata and non-finite values filled) as a clean pair of Float32 GeoTIFFs in ``folder`` (a
-    synthetic grid: PAN pixel 1, MS pixel ``ratio``): (pan path, ms path)."""
+    aligns them, nodata of every kind as NaN, the declared nodata) as a pair of Float32 GeoTIFFs in
+    ``folder`` (a synthetic grid: PAN pixel 1, MS pixel ``ratio``): (pan path, ms path)."""
     import os
 
     from osgeo import gdal
@@ -135,7 +154,7 @@ def write_central_window(info: raster.PairInfo, folder: str, window: int = CHOIC
 
     r = info.ratio
     ms, pan, (h, w) = read_central_window(info, window, 0)
-    ms, pan = _fill_invalid(ms, info.ms_nodata)[0].numpy(), _fill_invalid(pan, info.pan_nodata)[0].numpy()
+    ms, pan = _nan_invalid(ms[0].numpy(), info.ms_nodata), _nan_invalid(pan[0].numpy(), info.pan_nodata)
     paths = []
     for name, arr, px in (("pan.tif", pan, 1.0), ("ms.tif", ms, float(r))):
         path = os.path.join(folder, name)
@@ -143,6 +162,8 @@ def write_central_window(info: raster.PairInfo, folder: str, window: int = CHOIC
         ds.SetGeoTransform((500000.0, px, 0.0, 5000000.0, 0.0, -px))
         ds.SetProjection(_UTM_WKT)
         ds.WriteArray(arr.astype(np.float32))
+        for b in range(arr.shape[0]):
+            ds.GetRasterBand(b + 1).SetNoDataValue(float("nan"))
         ds = None
         paths.append(path)
     return paths[0], paths[1]

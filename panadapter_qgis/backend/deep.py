@@ -88,9 +88,7 @@ def scene_scale(reader: raster.PairReader, info: raster.PairInfo) -> float:
     rows = range(0, info.rows, step)
     parts = [reader.read_ms(r, r + 1, 0, info.cols)[:, 0, ::step] for r in rows]
     values = np.concatenate(parts, 1)
-    if info.ms_nodata is not None:
-        values = values[:, ~(values == np.float32(info.ms_nodata)).any(0)]
-    return robust_scale(values)
+    return robust_scale(values[:, ~raster.invalid_mask(values[:, None], info.ms_nodata)[0]])
 
 
 class DeepJob:
@@ -337,6 +335,5 @@ class DeepJob:
 
     def _valid(self, tile, data):
         """PAN-scale validity mask of the tile interior (numpy bool) or None when nothing is nodata."""
-        pan, ms = data
-        full, _ = self.source.valid_masks(pan, ms, tile)
+        full, _ = self.source.valid_masks(data, tile)
         return None if full is None else full.cpu().numpy()

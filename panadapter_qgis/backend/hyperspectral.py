@@ -141,14 +141,30 @@ def _statistics(info, gain=HSI_GAIN, max_side=512, responses=None):
       it (the per-band synthetic guide of hypersharpening, Selva et al. 2015), a tiny ridge keeping it
       defined when MSI bands are collinear.
     """
-    import_torch()  # the error that says how to install it, before the training modules import torch
+    torch = import_torch()  # the error that says how to install it, before the training modules import torch
     from .training.datasets import read_central_window
 
     r = info.ratio
     hsi, msi, _ = read_central_window(info, max_side)
-    hsi = hsi[0].numpy().reshape(len(info.ms_bands), -1).astype(np.float64)
-    msi_lr = mtf.degrade_image(msi, mtf.mtf_kernel_1d(gain, r), r)[0].numpy()
-    msi_lr = msi_lr.reshape(msi_lr.shape[0], -1).astype(np.float64)
+    hsi, msi = hsi[0].numpy().astype(np.float64), msi[0].numpy().astype(np.float64)
+    # nodata of every kind: the MSI is filled before the filter, and every LR pixel that is nodata in the HSI
+    # or that the filter reached from an MSI nodata pixel is left out
+    kernel = mtf.mtf_kernel_1d(gain, r)
+    msi_bad = raster.invalid_mask(msi, info.pan_nodata)
+    bad = raster.invalid_mask(hsi, info.ms_nodata)
+    if msi_bad.any():
+        fill = np.array([b[~msi_bad].mean() if (~msi_bad).any() else 0.0 for b in msi])
+        msi = np.where(msi_bad[None], fill[:, None, None], msi)
+        h, w = bad.shape
+        blocks = msi_bad[:h * r, :w * r].reshape(h, r, w, r).any(axis=(1, 3))
+        bad |= raster.dilate(blocks, len(kernel) // (2 * r) + 1)
+    msi_lr = mtf.degrade_image(torch.from_numpy(msi)[None], kernel, r)[0].numpy()
+    keep = ~bad.reshape(-1)
+    if not keep.any():
+        raise PansharpenError("The HSI/MSI overlap has no valid pixel in its central window (check the nodata "
+                              "values).")
+    hsi = hsi.reshape(hsi.shape[0], -1)[:, keep]
+    msi_lr = msi_lr.reshape(msi_lr.shape[0], -1)[:, keep]
     return injection_matrices(hsi, msi_lr, responses)
 
 

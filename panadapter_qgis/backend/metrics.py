@@ -655,6 +655,7 @@ class RunningIndices:
         self.block = block
         self.cast_uint16 = cast_uint16
         self.rows = 0
+        self._excluded = 0  # no-data pixels (``update``'s ``invalid``)
         self._shape = None
         self._sam = [0.0, 0]
         self._sse = None
@@ -671,9 +672,18 @@ class RunningIndices:
         self._q2n_recent = None  # (ref, fus) last <= block rows, cast
 
     # -- feeding -----------------------------------------------------------------------------------------
-    def update(self, reference_rows, fused_rows) -> None:
-        """Add the next strip: ``reference_rows``, ``fused_rows`` (C, h, W) (a 2-D (h, W) array is one band)."""
+    def update(self, reference_rows, fused_rows, invalid=None) -> None:
+        """Add the next strip: ``reference_rows``, ``fused_rows`` (C, h, W) (a 2-D (h, W) array is one band).
+
+        ``invalid``: (h, W) mask of no-data pixels. SAM, ERGAS and PSNR skip them; the window indices (SCC, Q,
+        Q2n) see them as 0 in both images.
+        """
         ref, fus = _pair(reference_rows, fused_rows)
+        if invalid is not None and invalid.any():
+            ref, fus = ref.copy(), fus.copy()
+            ref[:, invalid] = 0.0
+            fus[:, invalid] = 0.0
+            self._excluded += int(invalid.sum())
         if self._shape is None:
             self._shape = (ref.shape[0], ref.shape[2])
             c = ref.shape[0]
@@ -771,13 +781,13 @@ class RunningIndices:
         """
         if not self.rows:
             raise PansharpenError("No rows were given to the quality indices.")
-        count = self.rows * self._shape[1]
+        count = self.rows * self._shape[1] - self._excluded
         out = {
             "sam": float(np.degrees(self._sam[0] / self._sam[1])) if self._sam[1] else float("nan"),
-            "ergas": _ergas_from_sums(self._sse, self._ref_sum, count, self.ratio),
+            "ergas": _ergas_from_sums(self._sse, self._ref_sum, count, self.ratio) if count else float("nan"),
         }
         if self.data_range is not None:
-            out["psnr"] = _psnr_from_sums(self._sse, count, float(self.data_range))
+            out["psnr"] = _psnr_from_sums(self._sse, count, float(self.data_range)) if count else float("nan")
 
         scc_sums = self._scc.copy()
         last_centre = self.rows - 2

@@ -24,21 +24,44 @@ MAX_STATS_PAN_PIXELS = 4 * 2**20  # above this, statistics use a regular subset 
 MAX_SUMMARY_SAMPLES = 4 * 2**20    # MS pixels per band sampled for percentiles
 
 
+class TileData(tuple):
+    """A tile's (pan, ms) arrays with their halo, nodata and non-finite values replaced by the image's fill
+    values (so that no filter spreads them), and the masks of the pixels that were replaced (None: none)."""
+
+    def __new__(cls, pan, ms, pan_bad=None, ms_bad=None):
+        data = tuple.__new__(cls, (pan, ms))
+        data.pan_bad, data.ms_bad = pan_bad, ms_bad
+        return data
+
+
 class TileSource:
-    """Reads a tile with its halo as numpy arrays, and turns them into a TileContext on the device."""
+    """Reads a tile with its halo as numpy arrays, and turns them into a TileContext on the device.
+
+    Nodata of every kind (the declared value, NaN, +-inf) is masked: the pixels are filled with the image's
+    per-band means of valid pixels (taken once, on a regular sample: they never depend on the tiling) before
+    any filter sees them, the statistics skip every pixel whose filters reached a filled one, and the output
+    is nodata where an input is.
+    """
 
     def __init__(self, info: raster.PairInfo, halo: int, device, gains, pan_gain):
         self.info, self.halo, self.device = info, halo, device  # device: a torch.device or a callable giving one
         self.gains, self.pan_gain = gains, pan_gain
         self.reader = raster.PairReader(info)
+        self.filler = raster.Filler(self.reader)
 
-    def read(self, tile: Tile):
+    def read(self, tile: Tile) -> TileData:
         r, h = self.info.ratio, self.halo
         ms = self.reader.read_ms(tile.r0 - h, tile.r1 + h, tile.c0 - h, tile.c1 + h)
         pan = self.reader.read_pan(r * (tile.r0 - h), r * (tile.r1 + h), r * (tile.c0 - h), r * (tile.c1 + h))
-        return pan, ms
+        (ms, ms_bad), (pan, pan_bad) = self.filler.ms(ms), self.filler.pan(pan)
+        if ms_bad is None and pan_bad is None:
+            return TileData(pan, ms)
+        return TileData(pan, ms, *(np.zeros(a.shape[1:], bool) if m is None else m
+                                   for a, m in ((pan, pan_bad), (ms, ms_bad))))
 
-    def context(self, tile: Tile, data):
+    def context(self, tile: Tile, data: TileData, reach: int = 0):
+        """(TileContext, (PAN-scale, MS-scale) validity masks of the interior); ``reach``: MS pixels around
+        a filled pixel that are also invalid (the statistics: the filters' reach)."""
         torch = import_torch()
         pan, ms = data
         if callable(self.device):
@@ -46,22 +69,23 @@ class TileSource:
         pan_t = torch.from_numpy(pan).to(self.device)[None]
         ms_t = torch.from_numpy(ms).to(self.device)[None]
         ctx = TileContext(pan_t, ms_t, self.halo, self.info.ratio, self.gains, self.pan_gain)
-        return ctx, self.valid_masks(pan, ms, tile)
+        return ctx, self.valid_masks(data, tile, reach)
 
-    def valid_masks(self, pan, ms, tile):
-        """(PAN-scale mask, MS-scale mask) of the tile interior, or (None, None) when there is no nodata."""
+    def valid_masks(self, data: TileData, tile: Tile, reach: int = 0):
+        """(PAN-scale mask, MS-scale mask) of the tile interior, or (None, None) when there is no nodata.
+        ``reach`` > 0: a pixel within ``reach`` MS pixels of an invalid one (PAN or MS) is invalid too."""
+        if data.ms_bad is None:
+            return None, None
         torch = import_torch()
-        info, h, r = self.info, self.halo, self.info.ratio
-        ms_in = ms[:, h:h + tile.rows, h:h + tile.cols]
-        pan_in = pan[0, r * h:r * (h + tile.rows), r * h:r * (h + tile.cols)]
-        ms_ok = np.ones(ms_in.shape[1:], dtype=bool)
-        if info.ms_nodata is not None:
-            nd = info.ms_nodata
-            ms_ok &= ~(np.isnan(ms_in) if math.isnan(nd) else ms_in == np.float32(nd)).any(0)
-        ms_ok &= np.isfinite(ms_in).all(0)
-        pan_ok = np.isfinite(pan_in)
-        if info.pan_nodata is not None and not math.isnan(info.pan_nodata):
-            pan_ok &= pan_in != np.float32(info.pan_nodata)
+        h, r = self.halo, self.info.ratio
+        ms_bad, pan_bad = data.ms_bad, data.pan_bad
+        if reach:
+            rows, cols = ms_bad.shape
+            block_bad = ms_bad | pan_bad.reshape(rows, r, cols, r).any(axis=(1, 3))
+            ms_bad = raster.dilate(block_bad, reach)
+            pan_bad = np.repeat(np.repeat(ms_bad, r, 0), r, 1)
+        ms_ok = ~ms_bad[h:h + tile.rows, h:h + tile.cols]
+        pan_ok = ~pan_bad[r * h:r * (h + tile.rows), r * h:r * (h + tile.cols)]
         if ms_ok.all() and pan_ok.all():
             return None, None
         full = np.repeat(np.repeat(ms_ok, r, 0), r, 1) & pan_ok
@@ -77,9 +101,7 @@ def _band_summary(info: raster.PairInfo, percentile: bool = True):
     samples = []
     for r0 in range(0, info.rows, 256):
         block = reader.read_ms(r0, min(r0 + 256, info.rows), 0, info.cols).reshape(len(info.ms_bands), -1)
-        ok = np.isfinite(block).all(0)
-        if info.ms_nodata is not None and not math.isnan(info.ms_nodata):
-            ok &= ~(block == np.float32(info.ms_nodata)).any(0)
+        ok = ~raster.invalid_mask(block[:, None], info.ms_nodata)[0]
         valid = block[:, ok]
         if valid.size:
             mins = np.minimum(mins, valid.min(1))
@@ -126,7 +148,8 @@ def _add_moments(method, source, info, stats, progress, is_cancelled):
     tiles = stats_tiles(info)
 
     def process(tile, data):
-        ctx, (valid, valid_lr) = source.context(tile, data)
+        # a pixel whose filters reached a filled (nodata) pixel would bias the statistics
+        ctx, (valid, valid_lr) = source.context(tile, data, reach=source.halo)
         if method.pan_stats:
             stats.pan.add(stack_features(ctx, method.pan_stats),
                           None if valid is None else valid.reshape(-1))

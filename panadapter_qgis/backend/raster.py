@@ -107,6 +107,7 @@ class PairInfo:
     out_geotransform: tuple
     notes: List[str] = field(default_factory=list)
     pan_bands: int = 1               # bands of the high-resolution image (> 1: an MSI guiding an HSI)
+    pan_dtype: int = 0               # GDAL data type of the PAN (0: unknown)
 
     @property
     def out_rows(self):
@@ -287,7 +288,68 @@ def inspect_pair(pan_path: str, ms_path: str, ms_bands=None, min_bands: int = 1,
         ms_dtype=ms.GetRasterBand(ms_bands[0]).DataType, pan_nodata=_nodata(pan, [1]),
         ms_nodata=_nodata(ms, ms_bands), crs_wkt=pan.GetProjection(), rows=rows, cols=cols,
         pan_row0=row0, pan_col0=col0, ms_row0=ms_row0, ms_col0=ms_col0, warped=warped,
-        out_geotransform=out_gt, notes=notes, pan_bands=pan.RasterCount)
+        out_geotransform=out_gt, notes=notes, pan_bands=pan.RasterCount,
+        pan_dtype=pan.GetRasterBand(1).DataType)
+
+
+def invalid_mask(values: np.ndarray, nodata) -> np.ndarray:
+    """(H, W) mask of the pixels of (C, H, W) ``values`` that hold the declared nodata value (any value, NaN
+    included) or a non-finite value (undeclared NaN, +-inf) in any band."""
+    bad = ~np.isfinite(values).all(0)
+    if nodata is not None and not math.isnan(nodata):
+        bad |= (values == np.float32(nodata)).any(0)
+    return bad
+
+
+def dilate(mask: np.ndarray, k: int) -> np.ndarray:
+    """``mask`` grown by ``k`` pixels (a square), separably: running maxima along each axis."""
+    out = mask
+    for axis in (0, 1):
+        n = out.shape[axis]
+        cum = np.concatenate([np.zeros_like(np.take(out, [0], axis), dtype=np.int32),
+                              np.cumsum(out, axis=axis, dtype=np.int32)], axis)
+        hi = np.minimum(np.arange(n) + k + 1, n)
+        lo = np.maximum(np.arange(n) - k, 0)
+        out = (np.take(cum, hi, axis) - np.take(cum, lo, axis)) > 0
+    return out
+
+
+class Filler:
+    """Replaces a pair's nodata of every kind (the declared value, NaN, +-inf) by the image's per-band means
+    of valid pixels, taken once on a regular sample of about a million pixels (so the fill never depends on
+    the tiling), before any filter sees the pixels."""
+
+    def __init__(self, reader: "PairReader"):
+        self.reader, self.info = reader, reader.info
+        self._means = {}
+        self._lock = threading.Lock()
+
+    def ms(self, values):
+        """(filled copy or ``values`` itself, mask of the filled pixels or None) of an MS window."""
+        return self._fill(values, "ms", self.info.ms_nodata)
+
+    def pan(self, values):
+        return self._fill(values, "pan", self.info.pan_nodata)
+
+    def _fill(self, values, which, nodata):
+        bad = invalid_mask(values, nodata)
+        if not bad.any():
+            return values, None
+        means = self._mean(which, nodata)
+        return np.where(bad[None], means[:, None, None], values).astype(np.float32), bad
+
+    def _mean(self, which, nodata):
+        with self._lock:
+            if which not in self._means:
+                info = self.info
+                read, rows, cols = ((self.reader.read_ms, info.rows, info.cols) if which == "ms" else
+                                    (self.reader.read_pan, info.out_rows, info.out_cols))
+                step = max(1, int(math.ceil(math.sqrt(rows * cols / 2**20))))
+                values = np.concatenate([read(a, a + 1, 0, cols)[:, 0, ::step] for a in range(0, rows, step)], 1)
+                ok = ~invalid_mask(values[:, None], nodata)[0]
+                means = values[:, ok].astype(np.float64).mean(1) if ok.any() else np.ones(len(values))
+                self._means[which] = means.astype(np.float32)
+            return self._means[which]
 
 
 class PairReader:
@@ -309,6 +371,9 @@ class PairReader:
                           height=info.rows, resampleAlg="cubic", multithread=False)
             if info.ms_nodata is not None:
                 kwargs.update(srcNodata=info.ms_nodata, dstNodata=info.ms_nodata)
+            elif info.ms_dtype in (gdal.GDT_Float32, gdal.GDT_Float64):
+                # undeclared NaN: the warper must skip it, not spread it over the cubic kernel
+                kwargs.update(srcNodata="nan", dstNodata="nan")
             try:
                 ms = gdal.Warp("", ms, **kwargs)
             except RuntimeError as exc:
@@ -527,6 +592,7 @@ class GeoTiffWriter(TiledGeoTiff):
                          self._choose_nodata(info))
 
     def _choose_nodata(self, info):
+        gdal, _ = _gdal()
         for value in (info.ms_nodata, info.pan_nodata):
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 if value is not None and self.vmin is None:
@@ -536,6 +602,10 @@ class GeoTiffWriter(TiledGeoTiff):
                 return value
         if info.ms_nodata is not None or info.pan_nodata is not None:
             return 0.0  # the inputs' nodata value does not fit the output type
+        if self.vmin is None:
+            return float("nan")  # undeclared NaN or inf in a floating-point input: NaN marks them
+        if any(t in (gdal.GDT_Float32, gdal.GDT_Float64) for t in (info.ms_dtype, info.pan_dtype)):
+            return 0.0  # a floating-point input may hold NaN or inf: the integer output needs a nodata value
         return None
 
     def to_output(self, fused: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:

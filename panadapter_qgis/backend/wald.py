@@ -74,25 +74,24 @@ class _Output(raster.TiledGeoTiff):
         super().write(out, row, col)
 
 
-def _invalid_blocks(values: np.ndarray, nodata, factor: int) -> Optional[np.ndarray]:
-    """(C, H, W) input tile -> (H/f, W/f) mask of output pixels whose f x f input block holds nodata."""
-    bad = ~np.isfinite(values).all(0)
-    if nodata is not None and not math.isnan(nodata):
-        bad |= (values == np.float32(nodata)).any(0)
-    if not bad.any():
+def _blocks(bad: Optional[np.ndarray], factor: int) -> Optional[np.ndarray]:
+    """(H, W) mask of the input's nodata pixels -> (H/f, W/f) mask of output pixels whose f x f input block
+    holds one (None: none)."""
+    if bad is None or not bad.any():
         return None
     h, w = bad.shape
     return bad.reshape(h // factor, factor, w // factor, factor).any(axis=(1, 3))
 
 
 def _fitting_nodata(value, gdal_type):
-    """The input's nodata value if the output type can hold it, else None."""
-    if value is None:
-        return None
+    """The output's nodata value: the input's if the output type can hold it, else 0 (an integer type); NaN
+    for a floating-point output of an input without one (it may still hold NaN or inf)."""
     _, vmin, vmax = raster.dtype_range(gdal_type)
     if vmin is None:
-        return value
-    return value if not math.isnan(value) and vmin <= value <= vmax and float(value).is_integer() else None
+        return float("nan") if value is None else value
+    if value is None:
+        return None
+    return value if not math.isnan(value) and vmin <= value <= vmax and float(value).is_integer() else 0.0
 
 
 @user_errors
@@ -136,6 +135,7 @@ def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: i
                               f"reduced-resolution pixel ({r} x {r} MS pixels).")
     grid = dataclasses.replace(info, rows=rows, cols=cols)  # the reader replicates beyond the cut grid
     reader = raster.PairReader(grid)
+    filler = raster.Filler(reader)
     sens = sensor_by_index(sensor)
     ms_count = raster.open_raster(ms_path, "MS").RasterCount
     gains = sens.gains_for(info.ms_bands, band_count=ms_count)
@@ -182,19 +182,21 @@ def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: i
                     raise Cancelled()
                 n_out = (b - a, d - c)
                 # MS rows r*a - pad .. r*b + pad: index q holds MS row r*a + q - pad
-                ms = reader.read_ms(r * a - pad, r * b + pad, r * c - pad, r * d + pad)
+                ms, ms_bad = filler.ms(reader.read_ms(r * a - pad, r * b + pad, r * c - pad, r * d + pad))
                 ms_lr = mtf.decimate(torch.from_numpy(ms).double()[None], ms_k, r, pad, n_out)[0].numpy()
                 ms_in = ms[:, pad:pad + r * (b - a), pad:pad + r * (d - c)]
-                out_ms_w.write(ms_lr, a, c, _invalid_blocks(ms_in, info.ms_nodata, r))
+                bad_in = None if ms_bad is None else ms_bad[pad:pad + r * (b - a), pad:pad + r * (d - c)]
+                out_ms_w.write(ms_lr, a, c, _blocks(bad_in, r))
                 if out_ref_w is not None:
-                    out_ref_w.write(ms_in, r * a, r * c, _invalid_blocks(ms_in, info.ms_nodata, 1))
+                    out_ref_w.write(ms_in, r * a, r * c, bad_in)
                 # PAN rows r*r*a - pad ..: PAN_LR rows r*a .. r*b (the MS grid)
                 rr = r * r
-                pan = reader.read_pan(rr * a - pad, rr * b + pad, rr * c - pad, rr * d + pad)
+                pan, pan_bad = filler.pan(reader.read_pan(rr * a - pad, rr * b + pad,
+                                                          rr * c - pad, rr * d + pad))
                 pan_lr = mtf.decimate(torch.from_numpy(pan).double()[None], pan_k, r, pad,
                                       (r * (b - a), r * (d - c)))[0].numpy()
-                pan_in = pan[:, pad:pad + rr * (b - a), pad:pad + rr * (d - c)]
-                out_pan_w.write(pan_lr, r * a, r * c, _invalid_blocks(pan_in, info.pan_nodata, r))
+                bad_in = None if pan_bad is None else pan_bad[pad:pad + rr * (b - a), pad:pad + rr * (d - c)]
+                out_pan_w.write(pan_lr, r * a, r * c, _blocks(bad_in, r))
                 if progress is not None:
                     progress((i + 1) / len(tiles))
         for output in outputs:
