@@ -425,26 +425,3 @@ def test_qgis_process_sigterm_removes_the_partial_file(qgis_process_env, data_di
     out, err = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGTERM, out[-2000:] + err[-2000:]
     assert os.listdir(folder) == []
-
-
-@pytest.mark.slow
-def test_qgis_process_messages(qgis_process_env, crop, wv3, tmp_path):
-    from test_qgis_process import qgis_process
-
-    pan, ms = crop
-    runs = [
-        (["panadapter:finetune", f"--PAN={pan}", f"--MS={ms}", "--SENSOR=8",
-          f"--OUTPUT={tmp_path / 'missing' / 'adapter.pt'}"], "OUTPUT: the folder"),
-        (["panadapter:brovey", f"--PAN={wv3[0]}", f"--MS={wv3[1]}", "--MS_BANDS=5,5,3",
-          f"--OUTPUT={tmp_path / 'b.tif'}"], "repeats band 5"),
-        (["panadapter:brovey", f"--PAN={pan}", f"--MS={ms}", "--TILE_SIZE=8", f"--OUTPUT={tmp_path / 'b.tif'}"],
-         "must be at least 64; got 8"),
-    ]
-    for arguments, words in runs:
-        started = time.monotonic()
-        ran = qgis_process(qgis_process_env, "run", *arguments)
-        said = ran.stdout + ran.stderr
-        assert ran.returncode == 1 and words in said, said[-3000:]
-        assert "Traceback" not in said, said[-3000:]
-        assert time.monotonic() - started < 60
-    assert os.listdir(tmp_path) == []
