@@ -244,3 +244,18 @@ def test_ssdiff_masks_nodata(data_dir, tmp_path):
     bad = np.isnan(got).all(0)
     assert bad[40:56, 40:56].all() and not bad[:24].any() and not bad[:, 72:].any()
     assert np.isfinite(got[:, ~bad]).all() and -20 <= got[:, ~bad].min() and got[:, ~bad].max() <= 300
+
+
+def test_assess_says_why_an_index_is_undefined(pairs, tmp_path):
+    """Q and Q2n need 32-pixel windows: on a 24-pixel crop they are NaN, and a note says why (issue 28.5)."""
+    folder, variants = pairs
+    clean = folder / "mtf_glp_fs_clean.tif"
+    if not clean.exists():
+        pansharpen(*variants[None], str(clean), "mtf_glp_fs", float32=True)
+    small, ref = str(tmp_path / "small.tif"), str(tmp_path / "ref.tif")
+    gdal.Translate(small, str(clean), srcWin=[0, 0, 24, 24])
+    _write(small, ref, _read(small)[0] * 1.01, gdal.GDT_Float32, None)
+    res = assess.assess_reduced([small], ref, dim_cut=0, ratio=2)
+    row = res["rows"][0]
+    assert np.isfinite(row["ergas"]) and np.isnan(row["q_avg"])
+    assert any("Q" in n and "undefined" in n and "smaller than" in n for n in res["notes"]), res["notes"]
