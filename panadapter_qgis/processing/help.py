@@ -293,18 +293,20 @@ DEEP_PARAMETER_HELP = {
                      "must give back the MS; measured best on reduced-resolution ERGAS. Khan (1): the "
                      "fused patch, blurred at the PAN scale, must match the upsampled MS, the comparison HQNR's "
                      "D_lambda makes; measured best on full-resolution HQNR, 2-7 % worse ERGAS at reduced "
-                     "resolution (see the README).",
+                     "resolution (see docs/BENCHMARKS.md in the plugin's repository).",
     "SAM_WEIGHT": "Weight of the spectral angle (radians) beside the loss on the degraded pair (PanAdapter and "
                   "SSDiff). Empty: the default of the model: 3 for PanAdapter (better SAM on every measured "
                   "scene; 0 gave a lower ERGAS on some, most on Landsat-8 Istanbul), 0 for SSDiff (3 gave better "
-                  "reduced-resolution ERGAS and SAM but a lower full-resolution HQNR). See the README.",
+                  "reduced-resolution ERGAS and SAM but a lower full-resolution HQNR). See docs/BENCHMARKS.md in "
+                  "the plugin's repository.",
     "SPATIAL_WEIGHT": "Weight of the full-resolution D_s term (PanAdapter and SSDiff): each fused band should "
                       "relate to the PAN as the MS relates to the PAN reduced to its scale, down to the error "
                       "the scene itself shows one scale down. Empty: the default, 0.3, which keeps the "
                       "full-resolution HQNR high. 0 leaves it out: sharper detail and a lower ERGAS where a "
                       "reference exists (most on bright, high-contrast urban pixels), a lower HQNR. HQNR "
                       "rewards leaving detail out: on reduced pairs, where the truth is known, plain "
-                      "upsampling often scores above the truth. See the README.",
+                      "upsampling often scores above the truth. See docs/BENCHMARKS.md in the "
+                      "plugin's repository.",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
     "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "
@@ -321,8 +323,8 @@ DEEP_PARAMETER_HELP = {
     "STEPS": "DDIM sampling steps (deterministic, eta = 0). Each step is one pass of the network over the "
              "image, so time grows linearly; 10 is the paper's setting. 1 step (the network's first estimate "
              "of the image) takes a tenth of the time and scored better ERGAS and SAM than 10 on two "
-             "held-out Landsat-7 scenes, but a lower full-resolution HQNR on a Sentinel-2 tile (see the "
-             "README).",
+             "held-out Landsat-7 scenes, but a lower full-resolution HQNR on a Sentinel-2 tile (see "
+             "docs/BENCHMARKS.md in the plugin's repository).",
     "SEED": "Seed of the starting noise. The noise is tied to the scene's pixels, so the same seed gives the "
             "same image whatever the tile size, device batch or order; another seed gives another sample.",
     "SSDIFF_TILE_SIZE": "Side of the square tiles (panchromatic pixels); neighbouring tiles overlap by a "
