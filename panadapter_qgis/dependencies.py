@@ -24,7 +24,8 @@ Linux (QGIS from your distribution's packages, e.g. Debian or Ubuntu), in a term
 Windows (OSGeo4W or the standalone QGIS installer): open "OSGeo4W Shell" from the QGIS folder of the
 Start menu and run:
     python -m pip install torch --index-url https://download.pytorch.org/whl/cpu
-  (leave out "--index-url ..." for the CUDA build).
+  For an NVIDIA GPU use --index-url https://download.pytorch.org/whl/cu126 instead (PyPI's Windows
+  wheels are CPU-only).
 
 macOS (QGIS.app), in Terminal:
     /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install --user torch
@@ -170,7 +171,8 @@ def device_report() -> DeviceReport:
         if not report.cuda_build:
             report.cpu_reason = (
                 f"This PyTorch ({report.torch_version}) is a CPU-only build. To use an NVIDIA GPU, install "
-                "the CUDA build: the install command without \"--index-url ...\", then restart QGIS.")
+                "the CUDA build (Linux: the install command without \"--index-url ...\"; Windows: with "
+                "--index-url https://download.pytorch.org/whl/cu126), then restart QGIS.")
         else:
             report.cpu_reason = (
                 f"This PyTorch was built for CUDA {report.cuda_build} but finds no usable NVIDIA GPU: there is "
