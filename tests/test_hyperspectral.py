@@ -423,3 +423,20 @@ def test_baselines_mask_nodata_in_the_msi(paris, tmp_path):
     assert bad[8:12, 8:12].all() and not bad[40:].any()
     span = np.nanmax(a) - np.nanmin(a)
     assert np.abs(a[:, 40:] - b[:, 40:]).max() <= 0.03 * span
+
+
+def test_an_adaptation_that_fails_gives_the_regression_result(paris, tmp_path):
+    """Issue 32: a learning rate that diverges makes the adaptation worse than its start; the check (the same
+    batches for both, the degraded pair's L1 and the full-resolution consistency) sees it, says so, and the
+    output is the regression hypersharpening itself."""
+    from panadapter_qgis.backend.hyperspectral import inf_fusion
+
+    hsi, hsi_path, msi_path, _ = paris
+    reg, inf = str(tmp_path / "regression.tif"), str(tmp_path / "inf.tif")
+    fuse_baseline(hsi_path, msi_path, reg, "regression", device="cpu", float32=True)
+    notes = []
+    inf_fusion(hsi_path, msi_path, inf, adapt_iterations=20, lr=5.0, device="cpu", float32=True,
+               log=notes.append)
+    assert any("does not improve on its regression start" in n for n in notes), notes
+    a, b = (gdal.Open(p).ReadAsArray().astype(np.float64) for p in (inf, reg))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(hsi.max()))

@@ -407,9 +407,9 @@ def _finetune_inf(msi_path, hsi_path, output_path, *, iterations, minutes, prese
 
     info = raster.inspect_pair(msi_path, hsi_path, guide_bands=True)
     net, scale, res, seconds = adapt_inf(hsi_path, msi_path, iterations, info=info, minutes=minutes, device=device,
-                                         preset=preset, batch=batch, lr=lr, seed=seed, progress=progress,
-                                         is_cancelled=is_cancelled, log=log)
-    card = dict(iterations=res.iterations, planned_iterations=iterations, stage_iterations=[res.iterations],
+                                         preset=preset, batch=batch, lr=lr, seed=seed, fallback=False,
+                                         progress=progress, is_cancelled=is_cancelled, log=log)
+    card = dict(iterations=res.iterations, check=res.check, planned_iterations=iterations, stage_iterations=[res.iterations],
                 first_loss=res.first_loss,
                 last_loss=res.last_loss, seconds=seconds, batch=batch, lr=lr, device=str(select_device(device)),
                 trained_parameters=int(sum(p.numel() for p in net.parameters())))

@@ -6,6 +6,7 @@ The HSI plays the part of the MS and the MSI the part of the PAN in the pair mac
 tiles with a halo, writer. Scene adaptation is zero-shot: both images are degraded by the ratio (Wald's
 protocol), INF learns to rebuild the HSI from the degraded pair, then fuses the original pair.
 """
+import copy
 import csv
 import os
 import time
@@ -361,11 +362,12 @@ def load_trunk_weights(weights="bundled", preset="small", log=None) -> Optional[
 
 def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device="auto", preset="small",
               weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, train_injection=True, consistency=1.0,
-              progress=None, is_cancelled=None, log=None):
+              fallback=True, progress=None, is_cancelled=None, log=None):
     """INF for the pair: the pre-trained trunk (``weights``: see ``load_trunk_weights``), band layers for this
     pair with the detail injection at the regression solution, trained ``iterations`` zero-shot steps or
-    ``minutes`` (both images degraded by the ratio, the HSI as the target). Returns (net, scale or None,
-    TrainResult or None, seconds)."""
+    ``minutes`` (both images degraded by the ratio, the HSI as the target), then checked against its start
+    (``res.check``); with ``fallback``, an adaptation that does not improve on it gives way to the regression
+    hypersharpening itself. Returns (net, scale or None, TrainResult or None, seconds)."""
     from .models.inf.net import load_trunk
 
     from .models.inf import create_model
@@ -409,15 +411,21 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
             b.update({"full_" + k: v for k, v in full.batch(max(1, batch // 4), rng).items()})
         return b
 
-    def step_fn(model, b):
+    def losses(model, b):
+        """(L1 on the degraded pair, full-resolution consistency or None)."""
         out = model(b["ms"], b["lms"], b["pan"], r, pan_detail=b["detail"])
         loss = torch.nn.functional.l1_loss(out[..., m:out.shape[-2] - m, m:out.shape[-1] - m],
                                            b["gt"][..., m:out.shape[-2] - m, m:out.shape[-1] - m])
-        if full is not None:
-            f = {k[5:]: v for k, v in b.items() if k.startswith("full_")}
-            out_full = model(f["ms"], f["lms"], f["pan"], r, pan_detail=f["detail"])
-            loss = loss + consistency * consistency_loss(out_full, f, r, response, offset)
-        return loss
+        if full is None:
+            return loss, None
+        f = {k[5:]: v for k, v in b.items() if k.startswith("full_")}
+        out_full = model(f["ms"], f["lms"], f["pan"], r, pan_detail=f["detail"])
+        return loss, consistency_loss(out_full, f, r, response, offset)
+
+    def step_fn(model, b):
+        loss, cons = losses(model, b)
+        return loss if cons is None else loss + consistency * cons
+    start = copy.deepcopy(net)
     t0 = time.perf_counter()
     # train_injection=False keeps the injection at its least-squares solution; on the bench's scenes that
     # was 0.1-0.3 dB worse than letting it train with the rest (bench/out/hyperspectral.md, 2026-12-01)
@@ -426,7 +434,44 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
                 lr=lr, minutes=minutes, device=dev, seed=seed, progress=progress, is_cancelled=is_cancelled, log=log)
     seconds = time.perf_counter() - t0
     log(f"Adapted in {seconds:.0f} s: loss {res.first_loss:.4f} -> {res.last_loss:.4f}.")
+    res.check = c = _check_against_start(start, net, batches, losses, seed)
+    figures = f"degraded-pair L1 {c['l1_start']:.5f} -> {c['l1_adapted']:.5f}"
+    if c["consistency_start"] is not None:
+        figures += f", full-resolution consistency {c['consistency_start']:.5f} -> {c['consistency_adapted']:.5f}"
+    if c["beats_start"]:
+        log(f"Check: the adapted INF improves on its regression start ({figures}).")
+    elif fallback:
+        log(f"Check: the adaptation does not improve on its regression start ({figures}): the output is the "
+            "regression hypersharpening (METHOD=3).")
+        return DetailInjection(stats["regression"]).to(dev), 1.0, res, seconds
+    else:
+        log(f"Check: the adaptation does not improve on its regression start ({figures}); recorded in the "
+            "adapter, panadapter:inf_fusion will give the regression hypersharpening with it.")
     return net, crops.scale, res, seconds
+
+
+def _check_against_start(start, net, batches, losses, seed, n=8):
+    """The adapted model against its starting point (the regression hypersharpening with the pre-trained trunk)
+    on the same ``n`` batches, drawn apart from training's (another seed): the degraded pair's L1 and the
+    full-resolution consistency (the pair itself, no reference). The adaptation is kept only when it lowers
+    both: the zero-shot pairs are a few pixels wide at the reduced scale, too small to hold a part out, and
+    the consistency at full resolution is what tells an adaptation that only fits the degraded pair."""
+    torch = import_torch()
+    rng = np.random.default_rng(seed + 7919)
+    drawn = [batches(rng) for _ in range(n)]
+    sums = {}
+    for name, model in (("start", start), ("adapted", net)):
+        model.eval()
+        with torch.no_grad():
+            parts = [losses(model, {k: v.to(next(model.parameters()).device) for k, v in b.items()}) for b in drawn]
+        model.train()
+        sums["l1_" + name] = float(np.mean([float(a) for a, _ in parts]))
+        sums["consistency_" + name] = (None if parts[0][1] is None
+                                       else float(np.mean([float(c) for _, c in parts])))
+    better = sums["l1_adapted"] < sums["l1_start"] and np.isfinite(sums["l1_adapted"])
+    if sums["consistency_start"] is not None:
+        better = better and sums["consistency_adapted"] <= sums["consistency_start"]
+    return dict(sums, beats_start=bool(better))
 
 
 @user_errors
@@ -449,6 +494,10 @@ def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter
                                   f"{payload['ratio']}; this pair has {info.pan_bands} bands at ratio {info.ratio}.")
         scale = payload["scale"]
         log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations.")
+        if (payload["card"].get("check") or {}).get("beats_start") is False:
+            log("This adapter did not improve on its regression start when it was made: the output is the "
+                "regression hypersharpening (METHOD=3).")
+            net, scale = DetailInjection(_statistics(info)["regression"]), 1.0
     else:
         report = (lambda f: progress(0.7 * f)) if progress else None
         net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,

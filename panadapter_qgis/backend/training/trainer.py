@@ -24,6 +24,7 @@ class TrainResult:
     first_loss: float
     last_loss: float
     losses: list = field(default_factory=list)
+    check: Optional[dict] = None   # an adaptation's check against its starting point, when it makes one
 
     def to_dict(self):
         d = asdict(self)
