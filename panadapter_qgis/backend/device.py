@@ -17,6 +17,16 @@ TORCH_MISSING = ("PyTorch is not installed in the Python that QGIS uses. Install
 _preload = []
 
 
+def _passive_openmp():
+    """OpenMP threads that sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose otherwise:
+    libgomp's threads spin in their barriers by default, which on a machine whose cores are shared (QGIS
+    rendering, a second algorithm, a test run) takes the cores from the very threads they wait for. Measured
+    on the 2-core CPU under a load of 3.5 (docs/BENCHMARKS.md): a PanAdapter window 8.6-10.1 s by default,
+    7.8-8.9 s passive (ACTIVE: 9.9-19.1 s). It must be set before torch loads libgomp."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def preload_torch():
     """Start importing torch in a background thread and return at once (a no-op once torch is imported or
     the import has started). A run calls it first and opens its rasters with GDAL meanwhile: torch's first
@@ -24,6 +34,7 @@ def preload_torch():
     for it (Python's import lock) and reports a missing torch as usual."""
     if "torch" in sys.modules or _preload:
         return
+    _passive_openmp()
 
     def run():
         try:
@@ -48,6 +59,7 @@ def wait_for_preload():
 def import_torch():
     """torch, or a PansharpenError that says how to install it. Any failure counts, not only ImportError: a
     broken install raises others (OSError for a missing runtime library on Windows)."""
+    _passive_openmp()
     try:
         import torch
     except Exception as exc:  # noqa: BLE001 (see docstring)
