@@ -123,3 +123,21 @@ def test_official_files_load_by_key_and_shape(tmp_path):
     assert set(vit_keys) <= set(report["loaded"])
     assert len([k for k in report["loaded"] if k.startswith("sspen.")]) == 2 * (4 * cfg.cnn_blocks + 2)
     assert not any(k.startswith(("head.", "tail.", "sub_mean")) for k in report["loaded"])
+
+
+@pytest.mark.parametrize("preset,stage", [("small", 1), ("small", 2), ("universal", 2)])
+def test_cropping_inside_the_model_gives_the_cropped_output(preset, stage):
+    """``crop`` (issue 29): the per-pixel tails run only on the kept pixels, and the result is exactly the
+    output cropped afterwards (the tails see one pixel at a time)."""
+    torch.manual_seed(0)
+    net = create_model(4, preset).eval()
+    for p in net.parameters():    # non-zero tails, so the check is not about zeros
+        p.data.add_(0.01 * torch.randn_like(p))
+    ms, pan = torch.rand(1, 4, 24, 24), torch.rand(1, 1, 96, 96)
+    lms = torch.nn.functional.interpolate(ms, scale_factor=4, mode="bicubic", align_corners=False)
+    extra = {"base": lms + 0.01} if preset == "universal" else {}
+    with torch.no_grad():
+        full = net(ms, lms, pan, 4, stage=stage, **extra)
+        cropped = net(ms, lms, pan, 4, stage=stage, crop=16, **extra)
+    assert cropped.shape[-2:] == (64, 64)
+    torch.testing.assert_close(cropped, full[..., 16:-16, 16:-16], rtol=1e-5, atol=1e-5)

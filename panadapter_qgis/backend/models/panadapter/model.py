@@ -82,6 +82,7 @@ class PanAdapter(nn.Module):
         c = config
         self.bands, self.config = bands, c
         self.universal = self.needs_base = c.universal
+        self.accepts_crop = True   # forward(..., crop=): DeepJob drops a tile's context before the tails
         self.sspen = SSPEN(bands, c.cnn_feats, c.cnn_blocks, c.lpe_dim, c.prior, c.head_kernel, c.universal)
         if c.universal:
             self.tail1 = BandTail(2 * c.prior + 2, 3, c.tail_hidden)
@@ -118,20 +119,26 @@ class PanAdapter(nn.Module):
     def _tail(self, tail, shared, own):
         return tail(shared, own) if self.universal else tail(shared)
 
-    def forward(self, ms, lms, pan, ratio: int, stage: int = None, base=None):
+    def forward(self, ms, lms, pan, ratio: int, stage: int = None, base=None, crop: int = 0):
         """``base``: the classical result on the PAN grid (B, C, rH, rW) that the residual is added to (the
-        ``universal`` preset; default, and always for the other presets: ``lms``)."""
+        ``universal`` preset; default, and always for the other presets: ``lms``). ``crop``: PAN pixels dropped
+        on every side of the output; the per-pixel tails then run on the kept pixels only (a tile's context
+        is needed by the encoders and the ViT, not by the tails): the same pixels as cropping afterwards."""
         stage = self.stage if stage is None else stage
         size = tuple(pan.shape[-2:])
+
+        def cut(x):
+            return x[..., crop:x.shape[-2] - crop, crop:x.shape[-1] - crop] if crop else x
         start0 = lms if base is None or not self.universal else base
         spectral, spatial = self.sspen(ms, lms, pan, start0) if self.universal else self.sspen(ms, lms, pan)
-        coords = relative_coords(ms, size, ratio)
+        coords = cut(relative_coords(ms, size, ratio))
         own = None
         if self.universal:
             b, c, h, w = start0.shape
-            own = torch.cat([start0[:, :, None], lms[:, :, None], pan[:, None].expand(b, c, 1, h, w)], 2)
+            own = cut(torch.cat([start0[:, :, None], lms[:, :, None], pan[:, None].expand(b, c, 1, h, w)], 2))
         if stage == 1 or self.config.cascade:
-            out1 = start0 + self._tail(self.tail1, torch.cat([to_grid(spectral, size), spatial, coords], 1), own)
+            out1 = cut(start0) + self._tail(self.tail1, torch.cat([cut(to_grid(spectral, size)), cut(spatial), coords],
+                                                                  1), own)
             if stage == 1:
                 return out1
         s = self.config.token_stride
@@ -150,9 +157,9 @@ class PanAdapter(nn.Module):
         k = self.config.adapter_k
         spa_map = state["spa"].transpose(1, 2).reshape(-1, k, *grid)
         spe_map = state["spe"].transpose(1, 2).reshape(-1, k, *grid)
-        start = out1 if self.config.cascade else start0
-        return start + self._tail(self.tail2, torch.cat([to_grid(spa_map, size), to_grid(spe_map, size), coords], 1),
-                                  own)
+        start = out1 if self.config.cascade else cut(start0)
+        return start + self._tail(self.tail2, torch.cat([cut(to_grid(spa_map, size)), cut(to_grid(spe_map, size)),
+                                                         coords], 1), own)
 
 
 def create_model(bands: int, preset: str = "small") -> PanAdapter:
