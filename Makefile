@@ -32,7 +32,7 @@ SENSOR ?=
 
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help deps venv qgis peers profile demo test bench bench-quality weights zip clean
+.PHONY: help deps venv qgis xvfb peers profile demo test bench bench-quality weights zip clean
 
 help:
 	@echo "make demo   - pansharpen a real scene (MTF-GLP-FS) through qgis_process: demo/fused.tif + demo/fused.png"
@@ -42,7 +42,7 @@ help:
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
 	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 80 min on a 2-core CPU)"
-	@echo "make venv | qgis | peers | profile | bench | clean"
+	@echo "make venv | qgis | xvfb | peers | profile | bench | clean"
 
 deps: qgis venv
 
@@ -74,6 +74,16 @@ venv: qgis
 	@$(PY) -c 'import pytest' 2>/dev/null || $(PY) -m pip install pytest
 	@$(PY) -c 'import pytest_qgis' 2>/dev/null || $(PY) -m pip install pytest-qgis
 	@$(PY) -c 'import h5py' 2>/dev/null || $(PY) -m pip install h5py
+
+# A virtual X display for tests/test_desktop.py, which drives the real QGIS desktop (skipped without Xvfb).
+xvfb:
+	@if command -v Xvfb >/dev/null; then \
+		echo "Xvfb: present"; \
+	elif [ "$(IS_ROOT)" = yes ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y xvfb; \
+	else \
+		echo "WARNING: Xvfb missing and not root; the desktop test will be skipped (sudo apt-get install xvfb)" >&2; \
+	fi
 
 # Peer tools the benchmarks compare with (OTB, GRASS). Optional: their tests skip when absent.
 peers:
@@ -122,7 +132,7 @@ demo: deps profile
 	$(PY) scripts/quicklook.py demo/fused.tif demo/fused.png; \
 	echo "Wrote demo/fused.tif and demo/fused.png"
 
-test: deps peers
+test: deps peers xvfb
 	$(PY) -m pytest -q tests
 
 # Speed against GDAL on a real scene (repeated 10x10), then peak memory on a >= 20000 x 20000 PAN.
