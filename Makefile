@@ -32,7 +32,7 @@ SENSOR ?=
 
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help deps venv qgis xvfb peers profile demo test bench bench-quality weights zip clean
+.PHONY: help deps venv qgis xvfb peers profile demo test bench bench-gpu bench-quality weights zip clean
 
 help:
 	@echo "make demo   - pansharpen a real scene (MTF-GLP-FS) through qgis_process: demo/fused.tif + demo/fused.png"
@@ -42,6 +42,7 @@ help:
 	@echo "make bench-quality - indices and seconds of every method and installed peer on the real scenes"
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
 	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 80 min on a 2-core CPU)"
+	@echo "make bench-gpu - the deep models on a GPU machine (100-MP mosaic): bench/out/gpu.md"
 	@echo "make venv | qgis | xvfb | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -136,6 +137,11 @@ test: deps peers xvfb
 	$(PY) -m pytest -q tests
 
 # Speed against GDAL on a real scene (repeated 10x10), then peak memory on a >= 20000 x 20000 PAN.
+# On a machine with an NVIDIA GPU: installs torch's CUDA build over a CPU one, then the deep models on a 100-MP
+# mosaic (MP/s, peak GPU memory, batch) and scene adaptation: bench/out/gpu.md
+bench-gpu: venv
+	$(PY) bench/bench_gpu.py --install
+
 bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
