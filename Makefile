@@ -124,12 +124,12 @@ demo: deps profile
 	elif [ -z "$$pan" ] || [ -z "$$ms" ]; then \
 		echo "Give both PAN=... and MS=... (got PAN='$$pan' MS='$$ms')" >&2; exit 2; \
 	else \
-		sensor="$${sensor:-0}"; echo "Demo scene: PAN=$$pan MS=$$ms (SENSOR=$$sensor)"; \
+		echo "Demo scene: PAN=$$pan MS=$$ms (SENSOR=$${sensor:-from the image metadata, else generic})"; \
 	fi; \
 	pan="$$(realpath "$$pan")"; ms="$$(realpath "$$ms")"; \
 	mkdir -p demo; rm -f demo/fused.tif demo/fused.png; \
 	$(QGIS_PROCESS_ENV) $(QGIS_PROCESS) run panadapter:mtf_glp_fs \
-		--PAN="$$pan" --MS="$$ms" --SENSOR="$$sensor" --OUTPUT="$(CURDIR)/demo/fused.tif"; \
+		--PAN="$$pan" --MS="$$ms" $${sensor:+--SENSOR="$$sensor"} --OUTPUT="$(CURDIR)/demo/fused.tif"; \
 	$(PY) scripts/quicklook.py demo/fused.tif demo/fused.png; \
 	echo "Wrote demo/fused.tif and demo/fused.png"
 
