@@ -10,6 +10,8 @@ SYSTEM_PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+# optional (SCHEDULER: tiles on a Dask cluster; tests/test_cluster.py): pure Python, it needs no numpy
+DASK_SPEC ?= dask[distributed]==2026.8.0
 QGIS_PROCESS := /usr/bin/qgis_process.bin
 PROFILE := $(CURDIR)/.qgis-profile
 PACKAGE := panadapter_qgis
@@ -75,6 +77,7 @@ venv: qgis
 	@$(PY) -c 'import pytest' 2>/dev/null || $(PY) -m pip install pytest
 	@$(PY) -c 'import pytest_qgis' 2>/dev/null || $(PY) -m pip install pytest-qgis
 	@$(PY) -c 'import h5py' 2>/dev/null || $(PY) -m pip install h5py
+	@$(PY) -c 'import distributed' 2>/dev/null || $(PY) -m pip install '$(DASK_SPEC)'
 
 # A virtual X display for tests/test_desktop.py, which drives the real QGIS desktop (skipped without Xvfb).
 xvfb:

@@ -117,11 +117,13 @@ def test_reloading_the_provider_creates_new_algorithms(panadapter_provider):
 def test_parameters_follow_the_design(panadapter_provider):
     algorithm = QgsApplication.processingRegistry().algorithmById("panadapter:brovey")
     names = [p.name() for p in algorithm.parameterDefinitions()]
-    assert names == ["PAN", "MS", "MS_BANDS", "SENSOR", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32", "OUTPUT"]
+    assert names == ["PAN", "MS", "MS_BANDS", "SENSOR", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32", "SCHEDULER",
+                     "OUTPUT"]
     p = {n: algorithm.parameterDefinition(n) for n in names}
     advanced = QgsProcessingParameterDefinition.FlagAdvanced
     optional = QgsProcessingParameterDefinition.FlagOptional
-    assert [bool(p[n].flags() & advanced) for n in names] == [False, False, False, False, True, True, True, False]
+    assert [bool(p[n].flags() & advanced) for n in names] == [False, False, False, False, True, True, True, True,
+                                                              False]
 
     assert p["PAN"].type() == "raster" and p["MS"].type() == "raster"
     assert p["MS_BANDS"].type() == "band"

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Callable, Optional
 
-from . import raster, weights
+from . import cluster, raster, weights
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
 from .models import FixedModel
@@ -597,27 +597,33 @@ def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", 
 @user_errors
 def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
                   ms_bands=None, device="auto", tile_size=128, batch=4, float32=False, ensemble=1,
-                  progress=None, is_cancelled=None, log=None) -> dict:
+                  progress=None, is_cancelled=None, log=None, scheduler=None) -> dict:
     """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
-    :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only)."""
+    :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only);
+    ``scheduler``: the address of a Dask scheduler whose workers sharpen the tiles (empty: this process)."""
     _check_output(pan_path, ms_path, output_path)
-    job = deep_job("panadapter", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
-                   ms_bands=ms_bands, device=device, tile_size=tile_size, ensemble=ensemble, log=log)
-    return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled)
+    with cluster.connect(scheduler, log, (pan_path, ms_path), deep=True) as executor:
+        job = deep_job("panadapter", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
+                       ms_bands=ms_bands, device=device, tile_size=tile_size, ensemble=ensemble, log=log)
+        return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled,
+                         executor=executor)
 
 
 @user_errors
 def ssdiff_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
                  ms_bands=None, steps=10, seed=0, device="auto", tile_size=64, overlap=None, batch=8,
-                 float32=False, progress=None, is_cancelled=None, log=None) -> dict:
+                 float32=False, progress=None, is_cancelled=None, log=None, scheduler=None) -> dict:
     """``panadapter:ssdiff``: DDIM sampling (``steps``, eta 0, noise from ``seed`` anchored to the scene
     pixels) of SSDiff, adapted (``adapter``) or pre-trained, on overlapping tiles of ``tile_size`` PAN
-    pixels blended over ``overlap`` PAN pixels (default: a quarter of the tile)."""
+    pixels blended over ``overlap`` PAN pixels (default: a quarter of the tile); ``scheduler``: as in
+    :func:`sharpen_scene`."""
     _check_output(pan_path, ms_path, output_path)
-    job = deep_job("ssdiff", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
-                   ms_bands=ms_bands, device=device, steps=steps, seed=seed, tile_size=tile_size,
-                   overlap=overlap, log=log)
-    return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled)
+    with cluster.connect(scheduler, log, (pan_path, ms_path), deep=True) as executor:
+        job = deep_job("ssdiff", pan_path, ms_path, adapter=adapter, weights_path=weights_path, sensor=sensor,
+                       ms_bands=ms_bands, device=device, steps=steps, seed=seed, tile_size=tile_size,
+                       overlap=overlap, log=log)
+        return job.write(output_path, float32=float32, batch=batch, progress=progress, is_cancelled=is_cancelled,
+                         executor=executor)
 
 
 def save_weights(path, net, *, preset, ratio, stage, card):

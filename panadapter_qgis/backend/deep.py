@@ -97,7 +97,7 @@ class DeepJob:
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
                  context=8, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
-                 tile_size=256, base_method=None, log: Optional[Callable] = None):
+                 tile_size=256, base_method=None, base_params=None, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
         self.log = log or (lambda msg: None)
@@ -119,23 +119,33 @@ class DeepJob:
         self.overlap = int(overlap)   # MS pixels shared by neighbouring tiles, blended (0: interiors only)
         self.tile_size = int(tile_size)  # PAN pixels: the default of write() and fuse_window()
         self.needs_origin = bool(getattr(model, "needs_origin", False))
+        self.crops = bool(getattr(model, "accepts_crop", False))   # the model drops the context itself
         self.interp_halo = mtf.interp_halo(r)
         sens = sensor_by_index(sensor)
         count = raster.open_raster(ms_path, "MS").RasterCount
         self.gains, self.pan_gain = sens.gains_for(self.info.ms_bands, band_count=count), sens.pan_gain
         # the classical base that a universal model adds its residual to: its coefficients from the whole
         # image (as the classical algorithm computes them), its pixels per tile with the tile's halo
+        # (``base_params``: those coefficients when already computed, as a cluster worker gets them)
         self.base_method, self.base_params = None, None
         if getattr(model, "needs_base", False) and base_method:
+            from .classical import create_method
             from .pipeline import FusionJob
 
-            job = FusionJob(pan_path, ms_path, base_method, sensor=sensor, ms_bands=ms_bands, device=device)
-            self.base_method, self.base_params = job.method, job.fit()
+            if base_params is None:
+                base_params = FusionJob(pan_path, ms_path, base_method, sensor=sensor, ms_bands=ms_bands,
+                                        device=device).fit()
+            self.base_method, self.base_params = create_method(base_method), base_params
             self.interp_halo = max(self.interp_halo, self.base_method.halo(r))
         self.source = TileSource(self.info, self.context + self.interp_halo, self.device, self.gains,
                                  self.pan_gain)
         self.scale = float(scale) if scale else scene_scale(self.source.reader, self.info)
         self.torch = torch
+        # what a cluster worker rebuilds this job from (``cluster.DeepTiles``), whole-image values included
+        self.args = dict(pan_path=pan_path, ms_path=ms_path, name=name, sensor=sensor, ms_bands=ms_bands,
+                         device=device, context=context, multiple=multiple, scale=self.scale, ensemble=ensemble,
+                         overlap=overlap, guide_bands=guide_bands, tile_size=tile_size, base_method=base_method,
+                         base_params=self.base_params)
 
     def _inputs(self, data):
         """numpy (pan, ms) with the full halo -> normalised (ms, lms, pan, base) tensors with ``context`` halo
@@ -164,6 +174,8 @@ class DeepJob:
         ms, lms, pan = (torch.cat(x) for x in zip(*[b[:3] for b in batch]))
         base = torch.cat([b[3] for b in batch]) if batch[0][3] is not None else None
         extra = {"origin": [b[4] for b in batch]} if self.needs_origin else {}
+        if self.crops:
+            extra["crop"] = self.info.ratio * self.context
         transforms = [(dims, t) for t in (False, True) for dims in ((), (-1,), (-2,), (-1, -2))]
         transforms = transforms[:1] + transforms[4:5] + transforms[1:4] + transforms[5:]  # 2: identity, transpose
         total = None
@@ -204,7 +216,10 @@ class DeepJob:
                     raise
                 outs.append(out)
                 start += batch
-        out = torch.cat(outs)[:, :, r * c:-r * c or None, r * c:-r * c or None] * self.scale
+        out = torch.cat(outs)
+        if not self.crops:
+            out = out[:, :, r * c:-r * c or None, r * c:-r * c or None]
+        out = out * self.scale
         return [o.float().cpu().numpy() for o in out]
 
     def _tiles(self, tile_size):
@@ -222,39 +237,53 @@ class DeepJob:
         return fused[:, :h, :w], None if valid is None else valid[:h, :w]
 
     @user_errors
-    def write(self, output_path, *, float32=False, tile_size=None, batch=4, progress=None, is_cancelled=None):
-        """Sharpen the whole scene into ``output_path`` (a GeoTIFF renamed into place only on success)."""
+    def write(self, output_path, *, float32=False, tile_size=None, batch=4, progress=None, is_cancelled=None,
+              executor=None):
+        """Sharpen the whole scene into ``output_path`` (a GeoTIFF renamed into place only on success);
+        ``executor``: a ``cluster.Cluster`` whose workers fuse the tiles (None: this process)."""
         t0 = time.perf_counter()
         info, r = self.info, self.info.ratio
         tiles, overlap = self._tiles(tile_size or self.tile_size)
         groups = [tiles[i:i + batch] for i in range(0, len(tiles), batch)]
+        where = executor.label if executor is not None else describe(self.device)
         self.log(f"{self.name}: ratio {r}, output {info.out_cols} x {info.out_rows} x {len(info.ms_bands)}, "
-                 f"{len(tiles)} tiles on {describe(self.device)}"
+                 f"{len(tiles)} tiles on {where}"
                  + (f", neighbours blended over {overlap * r} pixels." if overlap else "."))
         writer = raster.GeoTiffWriter(output_path, info, float32, self.name)
         try:
             if overlap:
-                self._write_blended(tiles, groups, writer, overlap * r, progress, is_cancelled)
+                self._write_blended(tiles, groups, writer, overlap * r, progress, is_cancelled, executor)
                 writer.commit()
-                return self._summary(output_path, t0)
+                return self._summary(output_path, t0, executor)
             def read(group):
                 return [self.source.read(t) for t in group]
 
             def process(group, datas):
-                fused = self.fuse_tiles(group, datas)
-                return [writer.to_output(*self._interior(t, f, self._valid(t, d)))
-                        for t, f, d in zip(group, fused, datas)]
+                return self.fuse_group(group, datas, writer.to_output)
 
             def write(group, outs):
                 for tile, o in zip(group, outs):
                     writer.write(o, tile.r0 * r, tile.c0 * r)
 
-            run_tiles(groups, read, process, write, progress, is_cancelled, prefetch=1)
+            run_tiles(groups, read, process, write, progress, is_cancelled, prefetch=1, executor=executor,
+                      task=None if executor is None else self._cluster_task(writer, blended=False))
             writer.commit()
         except BaseException:
             writer.abort()
             raise
-        return self._summary(output_path, t0)
+        return self._summary(output_path, t0, executor)
+
+    def fuse_group(self, tiles, datas, to_output=None):
+        """What the writer needs of a group of tiles: each one's interior in the output type (``to_output``,
+        the writer's), or, to be blended (``to_output=None``), each whole fused tile and its validity mask."""
+        fused = self.fuse_tiles(tiles, datas)
+        if to_output is None:
+            return [(f, self._valid(t, d)) for t, f, d in zip(tiles, fused, datas)]
+        return [to_output(*self._interior(t, f, self._valid(t, d))) for t, f, d in zip(tiles, fused, datas)]
+
+    def _cluster_task(self, writer, blended):
+        from .cluster import DeepTiles
+        return DeepTiles(self, writer, blended)
 
     @user_errors
     def fuse_window(self, row0, row1, col0, col1, *, tile_size=None, batch=4, progress=None, is_cancelled=None):
@@ -305,13 +334,13 @@ class DeepJob:
         gt = info.out_geotransform
         return fused, (gt[0] + col0 * gt[1], gt[1], 0.0, gt[3] + row0 * gt[5], 0.0, gt[5])
 
-    def _summary(self, output_path, t0):
+    def _summary(self, output_path, t0, executor=None):
         info = self.info
         return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
-                    bands=len(info.ms_bands), seconds=time.perf_counter() - t0, device=str(self.device),
-                    method=self.name)
+                    bands=len(info.ms_bands), seconds=time.perf_counter() - t0,
+                    device=executor.label if executor is not None else str(self.device), method=self.name)
 
-    def _write_blended(self, tiles, groups, writer, ramp, progress, is_cancelled):
+    def _write_blended(self, tiles, groups, writer, ramp, progress, is_cancelled, executor=None):
         """Overlapping tiles, each fused whole, blended with feathering weights (``_Blender``)."""
         info, r = self.info, self.info.ratio
         blender = _Blender(writer, info, ramp)
@@ -322,15 +351,15 @@ class DeepJob:
             return [self.source.read(t) for t in job[0]]
 
         def process(job, datas):
-            fused = self.fuse_tiles(job[0], datas)
-            return [(f, self._valid(t, d)) for t, f, d in zip(job[0], fused, datas)]
+            return self.fuse_group(job[0], datas)
 
         def write(job, outs):
             for tile, (f, valid) in zip(job[0], outs):
                 blender.add(tile.r0 * r, tile.c0 * r, *self._interior(tile, f, valid))
             blender.flush(job[1] * r)   # later tiles start at this row: everything above is final
 
-        run_tiles(jobs, read, process, write, progress, is_cancelled, prefetch=1)
+        run_tiles(jobs, read, process, write, progress, is_cancelled, prefetch=1, executor=executor,
+                  task=None if executor is None else self._cluster_task(writer, blended=True))
         blender.flush(info.out_rows)
 
     def _valid(self, tile, data):

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import raster
+from . import cluster, raster
 from .classical import create_method
 from .classical.base import Moments, Stats, TileContext, feature_names, stack_features
 from .device import (describe, import_torch, preload_torch, select_device, torch_owns_the_cores,
@@ -186,6 +186,9 @@ class FusionJob:
         self.source = TileSource(self.info, self.method.halo(self.info.ratio), lambda: self.device, gains,
                                  sens.pan_gain)
         self.params = None
+        # what a cluster worker rebuilds this job from (``cluster.FusionTiles``), with ``params``
+        self.args = dict(pan_path=pan_path, ms_path=ms_path, method=method, sensor=sensor, ms_bands=ms_bands,
+                         device=device)
 
     @property
     def device(self):
@@ -238,8 +241,10 @@ class FusionJob:
         return fused[:, a:a + row1 - row0, b:b + col1 - col0], window_gt
 
     @user_errors
-    def write(self, output_path, *, float32=False, tile_size=1024, progress=None, is_cancelled=None):
-        """The whole scene into the GeoTIFF ``output_path`` (renamed into place only on success)."""
+    def write(self, output_path, *, float32=False, tile_size=1024, progress=None, is_cancelled=None,
+              executor=None):
+        """The whole scene into the GeoTIFF ``output_path`` (renamed into place only on success);
+        ``executor``: a ``cluster.Cluster`` whose workers fuse the tiles (None: this process)."""
         t_start = time.perf_counter()
         info, m = self.info, self.method
         if not output_path:
@@ -256,8 +261,9 @@ class FusionJob:
         try:
             self.fit(report(0.0, split), is_cancelled)  # its band summary needs no torch (preload_torch)
             torch = import_torch()
+            where = executor.label if executor is not None else f"device {describe(self.device)}"
             self.log(f"{m.name}: ratio {info.ratio}, output {info.out_cols} x {info.out_rows} x "
-                     f"{len(info.ms_bands)}, device {describe(self.device)}.")
+                     f"{len(info.ms_bands)}, {where}.")
             with torch.inference_mode(), _guard(m), torch_owns_the_cores():
                 writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
                 try:
@@ -267,8 +273,12 @@ class FusionJob:
                     def write(tile, out):
                         writer.write(out, tile.r0 * info.ratio, tile.c0 * info.ratio)
 
+                    task = None
+                    if executor is not None:
+                        from .cluster import FusionTiles
+                        task = FusionTiles(self, writer)
                     run_tiles(tile_grid(info.rows, info.cols, tile_ms), self.source.read, process, write,
-                              report(split, 1.0), is_cancelled)
+                              report(split, 1.0), is_cancelled, executor=executor, task=task)
                     writer.commit()
                 except BaseException:
                     writer.abort()
@@ -276,8 +286,8 @@ class FusionJob:
         finally:
             gdal.SetCacheMax(gdal_cache)
         return dict(output=output_path, ratio=info.ratio, width=info.out_cols, height=info.out_rows,
-                    bands=len(info.ms_bands), seconds=time.perf_counter() - t_start, device=str(self.device),
-                    method=m.id)
+                    bands=len(info.ms_bands), seconds=time.perf_counter() - t_start,
+                    device=executor.label if executor is not None else str(self.device), method=m.id)
 
 
 class _guard:
@@ -303,11 +313,13 @@ class _guard:
 def pansharpen(pan_path: str, ms_path: str, output_path: str, method: str = "mtf_glp_fs", *, sensor: int = 0,
                ms_bands=None, device="auto", tile_size: int = 1024, float32: bool = False,
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-               log: Optional[Callable] = None) -> dict:
-    """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``."""
+               log: Optional[Callable] = None, scheduler: Optional[str] = None) -> dict:
+    """Fuse ``pan_path`` and ``ms_path`` with a classical method into the GeoTIFF ``output_path``;
+    ``scheduler``: the address of a Dask scheduler whose workers fuse the tiles (empty: this process)."""
     try:
-        job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
-        return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
-                         is_cancelled=is_cancelled)
+        with cluster.connect(scheduler, log, (pan_path, ms_path)) as executor:
+            job = FusionJob(pan_path, ms_path, method, sensor=sensor, ms_bands=ms_bands, device=device, log=log)
+            return job.write(output_path, float32=float32, tile_size=tile_size, progress=progress,
+                             is_cancelled=is_cancelled, executor=executor)
     finally:
         wait_for_preload()  # an early error must not leave torch half-imported on a thread (device.py)

@@ -37,9 +37,14 @@ def tile_grid(rows: int, cols: int, tile: int) -> List[Tile]:
 
 def run_tiles(tiles: Iterable[Tile], read: Callable, process: Callable, write: Optional[Callable] = None,
               progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-              prefetch: int = 2):
+              prefetch: int = 2, executor=None, task: Optional[Callable] = None):
     """For each tile: ``data = read(tile)`` (I/O thread), ``out = process(tile, data)`` (this thread),
-    ``write(tile, out)`` (writer thread). Stops within one tile when ``is_cancelled()`` turns true."""
+    ``write(tile, out)`` (writer thread). Stops within one tile when ``is_cancelled()`` turns true.
+
+    ``executor`` (a ``cluster.Cluster``): ``task`` (picklable; it reads and processes a tile itself, giving
+    what ``process`` gives) runs on the cluster's workers instead of ``read`` and ``process`` here."""
+    if executor is not None:
+        return executor.run_tiles(tiles, task, write, progress, is_cancelled)
     tiles = list(tiles)
     n = len(tiles)
     with ThreadPoolExecutor(1, thread_name_prefix="pan-read") as reader, \

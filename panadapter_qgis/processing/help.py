@@ -99,6 +99,11 @@ PARAMETER_HELP = {
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side "
                  "(rounded to a multiple of the resolution ratio). Smaller tiles need less memory; the "
                  "result does not depend on the tile size.",
+    "SCHEDULER": "The address of a Dask scheduler (for example tcp://10.0.0.5:8786) whose workers compute the "
+                 "tiles, for scenes or archives one machine is too slow for; the result is the same. Empty: "
+                 "this machine. The default is the environment variable PANADAPTER_SCHEDULER. The workers need "
+                 "the plugin's backend and torch, and the inputs on a path every worker sees (user guide, "
+                 "'Running on a cluster').",
     "OUTPUT_FLOAT32": "Write 32-bit floating point values. When unchecked the output has the data type of "
                       "the multispectral image, with values rounded and clipped to its range.",
     "OUTPUT": "The pansharpened image, a GeoTIFF: the multispectral bands on the panchromatic grid, "

@@ -23,8 +23,8 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ...plugin_files import icon_path
-from .common import (band_list, check_number_ranges, check_outputs, layer_file, require_backend, sensor_choice, tr,
-                     with_range)
+from .common import (band_list, check_number_ranges, check_outputs, layer_file, require_backend, scheduler,
+                     scheduler_parameter, sensor_choice, tr, with_range)
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
@@ -122,6 +122,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
                                          minValue=64),
             QgsProcessingParameterBoolean(self.OUTPUT_FLOAT32, tr("Write 32-bit float output"),
                                           defaultValue=False),
+            scheduler_parameter(),
             QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Pansharpened image")),
         ]
         for parameter in parameters:
@@ -161,6 +162,7 @@ class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
                 progress=lambda fraction: feedback.setProgress(100.0 * fraction),
                 is_cancelled=feedback.isCanceled,
                 log=feedback.pushInfo,
+                scheduler=scheduler(self, parameters, context),
             )
         except PansharpenError as error:  # Cancelled included: its message says nothing was written
             raise QgsProcessingException(str(error)) from error

@@ -10,12 +10,14 @@ import zipfile
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -274,6 +276,21 @@ def geotiff_output(algorithm, parameters, name, context):
     if not path.lower().endswith(GDAL_SUFFIXES):
         raise QgsProcessingException(f"The output must be a GeoTIFF file (.tif); got '{os.path.basename(path)}'.")
     return path
+
+
+def scheduler_parameter():
+    """SCHEDULER (advanced): the Dask scheduler that computes the tiles; its default, the environment's
+    PANADAPTER_SCHEDULER, lets ``qgis_process`` batches use a cluster unchanged."""
+    parameter = QgsProcessingParameterString("SCHEDULER", tr("Dask scheduler address (empty: this machine)"),
+                                             defaultValue=os.environ.get("PANADAPTER_SCHEDULER", ""),
+                                             optional=True)
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+def scheduler(algorithm, parameters, context):
+    """The SCHEDULER address, or None for this machine."""
+    return algorithm.parameterAsString(parameters, "SCHEDULER", context).strip() or None
 
 
 def require_backend(wait=True):

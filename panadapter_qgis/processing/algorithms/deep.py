@@ -21,8 +21,8 @@ from qgis.core import (
 )
 from ..help import DEEP_ALGORITHMS, deep_parameter_help
 from .classical import DEVICE_LABELS, DEVICES, run_summary
-from .common import (TableAlgorithm, check_outputs, check_torch_file, layer_file, require_backend, sensor_choice, tr,
-                     with_range)
+from .common import (TableAlgorithm, check_outputs, check_torch_file, layer_file, require_backend, scheduler,
+                     scheduler_parameter, sensor_choice, tr, with_range)
 
 GROUP = "Deep learning"
 GROUP_ID = "deep"
@@ -99,7 +99,8 @@ class DeepAlgorithm(TableAlgorithm):
                            weights_path=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                            sensor=sensor, device=self.device(parameters, context),
                            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context), **extra)
+                           float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context),
+                           scheduler=scheduler(self, parameters, context), **extra)
         feedback.pushInfo(run_summary(result))
         style_output(self, parameters, context, output, sensor)
         return {"OUTPUT": output}
@@ -133,6 +134,7 @@ class PanAdapterAlgorithm(DeepAlgorithm):
                                               minValue=32))
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
+        self.add(scheduler_parameter())
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -167,6 +169,7 @@ class SSDiffAlgorithm(DeepAlgorithm):
                                               minValue=16, maxValue=512), "SSDIFF_TILE_SIZE")
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
+        self.add(scheduler_parameter())
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Pansharpened image")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
