@@ -34,7 +34,7 @@ SENSOR ?=
 
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: help deps venv qgis xvfb peers profile demo test bench bench-gpu bench-quality weights zip clean
+.PHONY: help deps venv qgis xvfb peers profile demo test bench bench-gpu bench-cluster bench-quality weights zip clean
 
 help:
 	@echo "make demo   - pansharpen a real scene (MTF-GLP-FS) through qgis_process: demo/fused.tif + demo/fused.png"
@@ -45,6 +45,7 @@ help:
 	@echo "              (reduced and full resolution; BENCH_QUALITY_ARGS=\"--scenes all\" for every scene)"
 	@echo "make weights - train the bundled PanAdapter, SSDiff and INF weights (about 80 min on a 2-core CPU)"
 	@echo "make bench-gpu - the deep models on a GPU machine (100-MP mosaic): bench/out/gpu.md"
+	@echo "make bench-cluster - a local Dask cluster of 1 and 2 workers against in-process: bench/out/cluster.md"
 	@echo "make venv | qgis | xvfb | peers | profile | bench | clean"
 
 deps: qgis venv
@@ -144,6 +145,10 @@ test: deps peers xvfb
 # mosaic (MP/s, peak GPU memory, batch) and scene adaptation: bench/out/gpu.md
 bench-gpu: venv
 	$(PY) bench/bench_gpu.py --install
+
+# Throughput on a local Dask cluster of 1 and 2 workers against in-process: bench/out/cluster.md
+bench-cluster: venv
+	$(PY) bench/bench_cluster.py
 
 bench: venv
 	$(PY) bench/bench_speed.py
