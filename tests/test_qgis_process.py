@@ -72,7 +72,7 @@ def test_help_json_describes_the_parameters(env):
     described = json.loads(shown.stdout)
     parameters = described["parameters"]
     assert set(parameters) == {"PAN", "MS", "MS_BANDS", "SENSOR", "DEVICE", "TILE_SIZE", "OUTPUT_FLOAT32",
-                               "OUTPUT"}
+                               "SCHEDULER", "OUTPUT"}
     assert parameters["SENSOR"]["raw_definition"]["options"][2] == "WorldView-3"
     assert described["algorithm_details"]["short_description"]
     assert all(len(parameter["help"]) > 40 for parameter in parameters.values())
