@@ -280,18 +280,37 @@ def test_the_dock_preselects_the_sensor_until_the_user_chooses(panadapter_provid
         dock.deleteLater()
 
 
-def test_the_algorithm_dialog_leaves_the_sensor_to_the_metadata(panadapter_provider, qgis_iface, qgis_new_project,
-                                                                quickbird, monkeypatch):
-    """QGIS 3.22's dialog shows an optional SENSOR empty ("[Not selected]"): the run takes it from the metadata;
-    a sensor passed in (as the dock's "Run on whole scene" does) is shown as chosen."""
+def test_the_algorithm_dialog_preselects_the_sensor_of_the_metadata(panadapter_provider, qgis_iface,
+                                                                   qgis_new_project, quickbird, tmp_path,
+                                                                   monkeypatch):
+    """The toolbox's dialog (and "Run on whole scene...") preselects the sensor that the PAN and MS name, and
+    follows the layers as they change; a sensor passed in (as the dock does) is kept, and so is one the user
+    picks by hand; without metadata SENSOR stays empty ("[Not selected]") and the run says what it used."""
     import processing
 
     monkeypatch.setattr(qgis_iface, "browserModel", lambda: None, raising=False)  # missing from the stub
-    (pan, ms), _ = quickbird
-    for parameters, expected in (({"PAN": pan, "MS": ms}, None), ({"PAN": pan, "MS": ms, "SENSOR": 3}, 3)):
+    (pan, ms), (plain_pan, plain_ms) = quickbird
+    for parameters, expected in (({"PAN": pan, "MS": ms}, 3), ({"PAN": pan, "MS": ms, "SENSOR": 5}, 5),
+                                 ({"PAN": plain_pan, "MS": plain_ms}, None)):
         dialog = processing.createAlgorithmDialog("panadapter:brovey", parameters)
         try:
             shown = dialog.createProcessingParameters()
         finally:
             dialog.close()
-        assert shown.get("SENSOR") == expected
+        assert shown.get("SENSOR") == expected, (parameters, shown.get("SENSOR"))
+    dialog = processing.createAlgorithmDialog("panadapter:panadapter", {"PAN": plain_pan, "MS": plain_ms})
+    try:
+        wrappers = dialog.mainWidget().wrappers
+        context = dialog.mainWidget().processing_context
+        wrappers["PAN"].setParameterValue(pan, context)
+        wrappers["MS"].setParameterValue(ms, context)
+        assert dialog.createProcessingParameters().get("SENSOR") == 3   # followed the new layers
+        combo = wrappers["SENSOR"].wrappedWidget()
+        assert "QuickBird" in combo.toolTip()
+        wrappers["SENSOR"].setParameterValue(5, context)
+        combo.activated.emit(combo.currentIndex())                   # the user picks GeoEye-1 by hand
+        wrappers["MS"].setParameterValue(plain_ms, context)
+        wrappers["MS"].setParameterValue(ms, context)
+        assert dialog.createProcessingParameters().get("SENSOR") == 5
+    finally:
+        dialog.close()

@@ -24,7 +24,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ...plugin_files import icon_path
 from .common import (band_list, check_number_ranges, check_outputs, layer_file, require_backend, scheduler,
-                     scheduler_parameter, sensor_choice, tr, with_range)
+                     scheduler_parameter, sensor_choice, SensorFromMetadata, tr, with_range)
 from ..help import PARAMETER_HELP, algorithm_help_html, first_sentence, method_help
 
 GROUP = "Classical pansharpening"
@@ -49,7 +49,7 @@ def method_specs():
     return dict(METHODS)
 
 
-class ClassicalPansharpenAlgorithm(QgsProcessingAlgorithm):
+class ClassicalPansharpenAlgorithm(SensorFromMetadata, QgsProcessingAlgorithm):
     """Fuse a PAN and an MS raster with the classical method ``METHOD`` (set by the subclass)."""
 
     PAN = "PAN"

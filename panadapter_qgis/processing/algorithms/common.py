@@ -211,6 +211,68 @@ def sensor_choice(algorithm, parameters, context, feedback, *paths):
     return detection.index
 
 
+class SensorFromMetadata:
+    """Mixin of the algorithms with a SENSOR: their dialog (the toolbox's, and "Run on whole scene...")
+    preselects the sensor that the chosen PAN and MS name in their metadata, and follows the layers as they
+    change, until the user picks a sensor by hand; a SENSOR given to the dialog is kept. The batch dialog and
+    the modeler keep QGIS's own widgets: there the run takes the sensor from the metadata."""
+
+    def createCustomParametersWidget(self, parent=None):  # noqa: N802 (QGIS API)
+        from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+        dialog = AlgorithmDialog(self, parent=parent)
+        wrappers = getattr(dialog.mainWidget(), "wrappers", {})
+        if "SENSOR" in wrappers and "PAN" in wrappers and "MS" in wrappers:
+            dialog.sensor_follower = _SensorFollower(wrappers, dialog.mainWidget().processing_context)
+        return dialog
+
+
+class _SensorFollower:
+    def __init__(self, wrappers, context):
+        from qgis.PyQt.QtWidgets import QComboBox
+
+        self.sensor, self.inputs, self.context = wrappers["SENSOR"], [wrappers["PAN"], wrappers["MS"]], context
+        self.chosen_by_hand = False
+        combo = self.sensor.wrappedWidget()
+        if isinstance(combo, QComboBox):
+            combo.activated.connect(self._chosen)
+        for wrapper in self.inputs:
+            wrapper.widgetValueHasChanged.connect(self.follow)
+        self.follow()
+
+    def _chosen(self, *_):
+        self.chosen_by_hand = True
+
+    def follow(self, *_):
+        from ...backend.sensor_detect import detect_sensor
+
+        if self.chosen_by_hand:
+            return
+        paths = [_layer_path(w.parameterValue()) for w in self.inputs]
+        if not all(paths):
+            return
+        try:
+            detection = detect_sensor(*paths)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the run, not by the dialog
+            return
+        if detection is not None and detection.index is not None:
+            self.sensor.setParameterValue(detection.index, self.context)
+            self.sensor.wrappedWidget().setToolTip(detection.message)
+
+
+def _layer_path(value):
+    """The file behind a layer parameter's value (a layer, a layer id or a path), or None."""
+    from qgis.core import QgsMapLayer, QgsProject
+
+    if isinstance(value, QgsMapLayer):
+        return value.source()
+    if isinstance(value, str) and value:
+        layer = QgsProject.instance().mapLayer(value)
+        path = layer.source() if layer is not None else value
+        return path if os.path.exists(path) else None
+    return None
+
+
 TORCH_PICKLE_START = b"\x80\x02\x8a\x0a"  # the magic number that PyTorch's legacy (non-zip) files begin with
 
 
@@ -311,7 +373,7 @@ def require_backend(wait=True):
             f"The PanAdapter backend could not be loaded ({error}). Reinstall the plugin.") from error
 
 
-class TableAlgorithm(QgsProcessingAlgorithm):
+class TableAlgorithm(SensorFromMetadata, QgsProcessingAlgorithm):
     """An algorithm whose title and summary come from a help table (``HELP``: id -> MethodHelp), in the
     group ``GROUP``; subclasses set ``ALGORITHM_ID`` and declare their parameters."""
 
