@@ -154,6 +154,7 @@ bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
 	$(PY) bench/bench_deep_speed.py
+	$(PY) bench/bench_memory.py
 
 # The bundled weights (backend/weights/*.pt + .json cards): PanAdapter's multi-sensor universal preset
 # (restoration pre-training on natural photographs and single bands, then its two stages on every training
