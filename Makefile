@@ -172,7 +172,7 @@ weights: venv
 BENCH_QUALITY_ARGS ?=
 bench-quality: venv
 	$(PY) bench/bench_quality.py $(BENCH_QUALITY_ARGS)
-	$(PY) bench/bench_multisensor.py $(BENCH_MULTISENSOR_ARGS)
+	$(PY) bench/bench_multisensor.py --hqnr $(BENCH_MULTISENSOR_ARGS)
 	$(PY) bench/bench_hyperspectral.py --loo-iterations 600
 
 # The zip holds one folder, $(PACKAGE)/, with metadata.txt, LICENSE and resources/ inside it; no tests,

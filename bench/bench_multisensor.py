@@ -53,7 +53,30 @@ def test_scenes(work):
     return out
 
 
-def run(scene, work, adapt, log, reuse=False):
+def landsat7_weights():
+    """The Landsat-7-only weights bundled before the multi-sensor ones (6 bands): the 'old weights' rows."""
+    from panadapter_qgis.backend import weights
+
+    return str(weights.LANDSAT7_PANADAPTER)
+
+
+def full_resolution(scene, folder, log):
+    """{method: HQNR} of every classical method and PanAdapter zero-shot on a full-resolution scene's own pair
+    (no reference: Khan's D_lambda and D_s, ``assess.assess_full``)."""
+    outputs = []
+    for method in METHODS:
+        out = os.path.join(folder, f"fr_{method}.tif")
+        pansharpen(scene["pan"], scene["ms"], out, method, sensor=scene["sensor"], float32=True)
+        outputs.append((method, out))
+    out = os.path.join(folder, "fr_panadapter_zero_shot.tif")
+    sharpen_scene(scene["pan"], scene["ms"], out, sensor=scene["sensor"], float32=True)
+    outputs.append(("panadapter_zero_shot", out))
+    res = assess.assess_full([p for _, p in outputs], scene["pan"], scene["ms"], sensor=scene["sensor"])
+    log(f"  {scene['name']}: full resolution assessed")
+    return {name: r["hqnr"] for (name, _), r in zip(outputs, res["rows"])}
+
+
+def run(scene, work, adapt, log, reuse=False, hqnr=False):
     folder = os.path.join(work, scene["name"].replace("/", "_").replace(" ", "_"))
     os.makedirs(folder, exist_ok=True)
     if scene["gt"]:
@@ -75,6 +98,13 @@ def run(scene, work, adapt, log, reuse=False):
     sharpen_scene(pan, ms, out, sensor=scene["sensor"], float32=True, log=notes.append)
     seconds["panadapter_zero_shot"] = time.perf_counter() - t
     outputs.append(("panadapter_zero_shot", out))
+    from osgeo import gdal
+    if gdal.Open(ms).RasterCount == 6:   # the old, Landsat-7-only weights take 6 bands only
+        t = time.perf_counter()
+        out = os.path.join(folder, "panadapter_landsat7_weights.tif")
+        sharpen_scene(pan, ms, out, weights_path=landsat7_weights(), sensor=scene["sensor"], float32=True)
+        seconds["panadapter_landsat7_weights"] = time.perf_counter() - t
+        outputs.append(("panadapter_landsat7_weights", out))
     if adapt:
         adapter = os.path.join(folder, "adapter.pt")
         t = time.perf_counter()
@@ -88,6 +118,9 @@ def run(scene, work, adapt, log, reuse=False):
     rows = {name: {k: r[k] for k in KEYS} for (name, _), r in zip(outputs, res["rows"])}
     for name in rows:
         rows[name]["seconds"] = seconds[name]
+    if hqnr and not scene["gt"]:
+        for name, value in full_resolution(scene, folder, log).items():
+            rows[name]["hqnr"] = value
     base = next((n for n in notes if n.startswith("Classical base")), "")
     log(f"  {scene['name']}: " + base[:120])
     return rows, notes
@@ -98,6 +131,7 @@ def summarise(results):
              + (" adapted ERGAS | adapted SAM |" if any("panadapter_adapted" in r for r in results.values()) else ""),
              "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if any("panadapter_adapted" in r for r in results.values()) else "")]
     wins, wins_new, gains, a_wins = 0, 0, [], 0
+    hqnr_rows, extra = [], []
     for name, rows in results.items():
         classical = {m: v for m, v in rows.items() if m in METHODS}
         best = min(classical, key=lambda m: classical[m]["ergas"])
@@ -114,8 +148,23 @@ def summarise(results):
             a = rows["panadapter_adapted"]
             a_wins += a["ergas"] < classical[best]["ergas"] and a["sam"] < best_sam
             line += f" {a['ergas']:.3f} | {a['sam']:.3f} |"
+        if any("hqnr" in v for v in rows.values()):
+            hq = {m: v["hqnr"] for m, v in classical.items() if "hqnr" in v}
+            top = max(hq, key=hq.get)
+            hqnr_rows.append((hq[top], z["hqnr"]))
+            extra.append(f"{name}: HQNR {z['hqnr']:.4f} zero-shot against {hq[top]:.4f} ({top})")
+        if "panadapter_landsat7_weights" in rows:
+            extra.append(f"{name}: the Landsat-7-only weights (zero-shot) ERGAS "
+                         f"{rows['panadapter_landsat7_weights']['ergas']:.3f}, SAM "
+                         f"{rows['panadapter_landsat7_weights']['sam']:.3f}")
         lines.append(line)
     lines.append("")
+    if hqnr_rows:
+        best_mean = sum(b for b, _ in hqnr_rows) / len(hqnr_rows)
+        zero_mean = sum(z for _, z in hqnr_rows) / len(hqnr_rows)
+        lines.append(f"Full resolution, {len(hqnr_rows)} scenes: mean HQNR zero-shot {zero_mean:.4f} against the best "
+                     f"classical method's {best_mean:.4f} per scene.")
+    lines += [f"- {e}" for e in extra] + ([""] if extra else [])
     lines.append(f"Zero-shot PanAdapter beats the best classical method's ERGAS on {wins} of {len(results)} scenes "
                  f"({wins_new} of the new sensors' scenes); mean ERGAS gain {sum(gains) / max(1, len(gains)):+.1f} %.")
     if a_wins:
@@ -173,6 +222,8 @@ def main(argv=None):
     ap.add_argument("--benchmarks", default=os.path.join(REPO, "docs", "BENCHMARKS.md"),
                     help="the tables also replace this file's multi-sensor section ('' for none)")
     ap.add_argument("--card", action="store_true", help="write the zero-shot scores into the bundled card")
+    ap.add_argument("--hqnr", action="store_true",
+                    help="also the full-resolution HQNR of every method on the full-resolution scenes' own pairs")
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     scenes = test_scenes(args.work)
@@ -183,13 +234,16 @@ def main(argv=None):
     t0 = time.time()
     for scene in scenes:
         print(f"{scene['name']} ...", flush=True)
-        results[scene["name"]], notes[scene["name"]] = run(scene, args.work, args.adapt, print, args.reuse)
+        results[scene["name"]], notes[scene["name"]] = run(scene, args.work, args.adapt, print, args.reuse,
+                                                                  args.hqnr)
     lines = [f"# Multi-sensor test scenes ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s)", ""]
     lines += summarise(results)
     lines += ["", "## Per scene", ""]
     for name, rows in results.items():
-        lines += [f"### {name}", "", "| method | ERGAS | SAM | Q2n | s |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {m} | {v['ergas']:.3f} | {v['sam']:.3f} | {v['q2n']:.4f} | {v['seconds']:.1f} |"
+        lines += [f"### {name}", "", "| method | ERGAS | SAM | Q2n | HQNR (full res.) | s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m} | {v['ergas']:.3f} | {v['sam']:.3f} | {v['q2n']:.4f} | "
+                  + (f"{v['hqnr']:.4f}" if "hqnr" in v else "") + f" | {v['seconds']:.1f} |"
                   for m, v in rows.items()]
         lines += [f"- {n}" for n in notes[name] if n.startswith(("Classical base", "Check", "This adapter"))]
         lines.append("")

@@ -46,6 +46,20 @@ def test_landsat7_specialist_weights_beat_mtf_glp_fs_on_an_unseen_landsat7_scene
     assert sam < classical["mtf_glp_fs"][1], (sam, classical)
 
 
+@pytest.mark.slow
+def test_zero_shot_picks_the_landsat7_weights_where_they_win_one_scale_down(data_dir, tmp_path):
+    """Without WEIGHTS, a 6-band pair checks both bundled models one scale down and keeps the better: on a
+    held-out Landsat-7 scene the Landsat-7 model, which beats MTF-GLP-FS by more than 10 % ERGAS there."""
+    pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, "landsat7_fusebox/scene_15", 8,
+                                                        ["mtf_glp_fs"])
+    out, logs = tmp_path / "panadapter.tif", []
+    sharpen_scene(pan, ms, str(out), sensor=8, float32=True, device="cpu", log=logs.append)
+    assert any("the Landsat-7 model: ERGAS" in line for line in logs), logs
+    assert any(line.startswith("The output is the Landsat-7 model's") for line in logs), logs
+    ergas, sam = ergas_sam(reference, out, ratio)
+    assert ergas < 0.9 * classical["mtf_glp_fs"][0], (ergas, classical)
+
+
 def _adapted_against_base(data_dir, tmp_path, name, sensor, iterations, checked=True):
     pan, ms, reference, ratio, classical = reduced_pair(data_dir, tmp_path, name, sensor, ["upsample"])
     adapter, out = str(tmp_path / "a.pt"), tmp_path / "panadapter.tif"

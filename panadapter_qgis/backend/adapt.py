@@ -535,15 +535,21 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
         net, _ = load_pretrained(model, bands, path, meta=meta)
         method, scores = choose_base_method(info.pan_path, info.ms_path, sensor, ms_bands)
         log(_base_message(method, scores))
-        check = check_zero_shot(net, info, sensor, method)
+        candidates = [(net, f"{label} (pre-trained, multi-sensor)", "the multi-sensor model")]
+        specialist = _specialist(model, bands, weights_path)
+        if specialist is not None:
+            candidates.append(specialist)
+        checked = [(check_zero_shot(c[0], info, sensor, method), c) for c in candidates]
+        for check, (_, _, what) in checked:
+            log(f"One scale down, {what}: ERGAS {check['ergas_model']:.4f} against {check['ergas_base']:.4f} for "
+                f"{method}.")
+        check, (best, name, what) = min(checked, key=lambda c: c[0]["ergas_model"])
         if not check["beats_base"]:
-            log(f"One scale down, the pre-trained model does not beat {method} on this pair (ERGAS "
-                f"{check['ergas_model']:.4f} against {check['ergas_base']:.4f}): the output is the {method} "
+            log(f"No pre-trained model beats {method} on this pair one scale down: the output is the {method} "
                 "result. panadapter:finetune adapts the model to the pair.")
             return BaseOnly(bands), None, f"{method} (the classical base)", method
-        log(f"One scale down, the pre-trained model beats {method} on this pair (ERGAS {check['ergas_model']:.4f} "
-            f"against {check['ergas_base']:.4f}).")
-        return net, None, f"{label} (pre-trained, multi-sensor)", method
+        log(f"The output is {what}'s, the best one scale down.")
+        return best, None, name, method
     if not path or meta.get("bands") != bands:
         have = f"{meta.get('bands')}-band images" if path else "no sensor"
         raise PansharpenError(f"The pre-trained weights are for {have}; this MS has {bands} bands. Adapt the "
@@ -551,6 +557,19 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                               "(ADAPTER).")
     net, _ = load_pretrained(model, bands, path, meta=meta)
     return net, None, f"{label} (pre-trained)", None
+
+
+def _specialist(model, bands, weights_path):
+    """(network, output name, description) of the bundled Landsat-7-only PanAdapter weights when they take this
+    band count and no other weights were asked for: the zero-shot run checks them one scale down beside the
+    multi-sensor model (on Landsat-7 test scenes they are far better), else None."""
+    if model != "panadapter" or weights_path not in (None, "", "bundled"):
+        return None
+    path = str(weights.LANDSAT7_PANADAPTER)
+    if not os.path.isfile(path) or _read_weights(path).get("bands") != bands:
+        return None
+    net, _ = load_pretrained(model, bands, path)
+    return net, f"{LABELS[model]} (pre-trained, Landsat-7)", "the Landsat-7 model"
 
 
 def _check_output(pan_path, ms_path, output_path):
