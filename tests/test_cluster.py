@@ -1,7 +1,7 @@
 """The tile loop on a Dask distributed cluster (issue 31): a LocalCluster of 2 worker processes gives the
-in-process result (bit-identical for a classical method, within float tolerance for PanAdapter), a worker
-killed mid-run changes nothing, cancel leaves no file and no task, and the bad cases fail within seconds
-with a message that names the problem."""
+in-process result (bit-identical for a classical method and Wald's degradation, within float tolerance for
+PanAdapter and the HSI/MSI fusion), a worker killed mid-run changes nothing, cancel leaves no file and no
+task, and the bad cases fail within seconds with a message that names the problem."""
 import os
 import signal
 import time
@@ -48,9 +48,64 @@ def crop(data_dir, tmp_path_factory):
                         bands=(1, 2, 3, 4, 5, 6))
 
 
+@pytest.fixture(scope="module")
+def hs_pair(data_dir, tmp_path_factory):
+    """(LR-HSI path, MSI path) of the hyperspectral tests' Paris protocol (test_hyperspectral.paris): the
+    Hyperion HSI degraded by 4 (128 bands, 18 x 18) and the MSI simulated with the Landsat TM5 responses."""
+    import csv
+
+    from bench.bench_hyperspectral import degrade, write
+    from panadapter_qgis.backend.hyperspectral import load_srf, simulate_msi, srf_matrix
+
+    root = data_dir / "hyperspectral"
+    hsi = gdal.Open(str(root / "paris_hyperion_ali" / "hs.tif")).ReadAsArray().astype(np.float32)
+    with open(root / "paris_hyperion_ali" / "hs_bands.csv") as f:
+        wl = np.array([float(r["approx_center_nm"]) for r in csv.DictReader(f)])
+    _, matrix = srf_matrix(load_srf(root / "srf" / "landsat_tm5_srf.csv"), wl)
+    folder = tmp_path_factory.mktemp("cluster_hs")
+    hsi_path, msi_path = str(folder / "lr_hsi.tif"), str(folder / "msi.tif")
+    write(hsi_path, degrade(hsi, 4), 120.0, wl)
+    write(msi_path, simulate_msi(hsi, matrix), 30.0)
+    return hsi_path, msi_path
+
+
+@pytest.fixture(scope="module")
+def holed_crop(crop, tmp_path_factory):
+    """The crop with nodata (0, declared) in a block of the MS and another of the PAN, so that the workers'
+    nodata filler and masks are exercised."""
+    folder = tmp_path_factory.mktemp("cluster_holes")
+    paths = []
+    for path, name, block in zip(crop, ("pan.tif", "ms.tif"), ((slice(100, 140), slice(30, 90)),
+                                                               (slice(10, 30), slice(70, 100)))):
+        out = str(folder / name)
+        ds = gdal.Translate(out, path)
+        for b in range(1, ds.RasterCount + 1):
+            band = ds.GetRasterBand(b)
+            values = band.ReadAsArray()
+            values[block] = 0
+            band.WriteArray(values)
+            band.SetNoDataValue(0)
+        ds = None
+        paths.append(out)
+    return tuple(paths)
+
+
 def pixels(path):
     ds = gdal.Open(str(path))
     return ds.ReadAsArray(), ds.GetGeoTransform(), ds.GetProjection(), ds.GetMetadata()
+
+
+def single_threaded():
+    """This process's torch has one thread, as the workers have: then the deep code's reductions run in the
+    same order here and there, and the same code gives the same bits (more threads may change the last one)."""
+    import torch
+
+    return torch.get_num_threads() == 1
+
+
+def nodata_values(path):
+    ds = gdal.Open(str(path))
+    return [ds.GetRasterBand(b).GetNoDataValue() for b in range(1, ds.RasterCount + 1)]
 
 
 def leftovers(folder):
@@ -93,6 +148,95 @@ def test_ssdiff_blended_tiles_on_the_cluster_equal_in_process(cluster, crop, tmp
     ssdiff_scene(*crop, str(here), **common)
     ssdiff_scene(*crop, str(there), scheduler=address, **common)
     np.testing.assert_allclose(pixels(there)[0], pixels(here)[0], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("float32", [False, True])
+def test_degrade_on_the_cluster_is_bit_identical(cluster, holed_crop, tmp_path, float32):
+    """Wald's degradation: the workers read and degrade the tiles (nodata filled and masked), this machine
+    writes the same three files, bit for bit, in the input types (rounded, clipped) or Float32."""
+    from panadapter_qgis.backend.wald import degrade
+
+    address, _ = cluster
+    names = ("pan_lr.tif", "ms_lr.tif", "reference.tif")
+    here, there = [[str(tmp_path / f"{where}_{n}") for n in names] for where in ("here", "there")]
+    common = dict(sensor=8, float32=float32, tile_size=64)
+    a = degrade(*holed_crop, here[0], here[1], out_reference=here[2], **common)
+    logs, steps = [], []
+    b = degrade(*holed_crop, there[0], there[1], out_reference=there[2], scheduler=address, log=logs.append,
+                progress=steps.append, **common)
+    assert len(steps) > 2 and steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
+    for x, y in zip(here, there):
+        p, q = pixels(x), pixels(y)
+        assert p[0].dtype == q[0].dtype == (np.float32 if float32 else np.uint8)
+        assert np.array_equal(p[0], q[0]) and p[1:] == q[1:], y
+        assert nodata_values(x) == nodata_values(y)
+    assert (pixels(here[1])[0] == nodata_values(here[1])[0]).any()   # the hole reached the outputs
+    assert {k: v for k, v in a.items() if k not in ("seconds", "pan", "ms", "reference")} == \
+           {k: v for k, v in b.items() if k not in ("seconds", "pan", "ms", "reference")}
+    assert any("tiles on Dask cluster" in line for line in logs), logs
+    assert not leftovers(tmp_path)
+
+
+def test_degrade_cancelled_on_the_cluster_leaves_no_file(cluster, crop, tmp_path):
+    from panadapter_qgis.backend.wald import degrade
+
+    address, _ = cluster
+    steps = []
+    with pytest.raises(Cancelled):
+        degrade(*crop, str(tmp_path / "p.tif"), str(tmp_path / "m.tif"), sensor=8, tile_size=16,
+                scheduler=address, progress=steps.append, is_cancelled=lambda: len(steps) >= 2)
+    assert not os.listdir(tmp_path)
+
+
+def test_hsi_baseline_on_the_cluster_equals_in_process(cluster, hs_pair, tmp_path):
+    """fuse_baseline (the detail injection, its matrix fitted here once) on the workers, 9 tiles: the same
+    pixels (bit for bit when this process's torch has 1 thread, as the workers'), the same band metadata."""
+    from panadapter_qgis.backend.hyperspectral import fuse_baseline
+
+    address, _ = cluster
+    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
+    common = dict(device="cpu", float32=True, tile_size=32, batch=2)
+    fuse_baseline(*hs_pair, str(here), "glp", **common)
+    logs = []
+    result = fuse_baseline(*hs_pair, str(there), "glp", scheduler=address, log=logs.append, **common)
+    a, b = pixels(here), pixels(there)
+    assert a[1:] == b[1:]
+    np.testing.assert_allclose(b[0], a[0], rtol=1e-5, atol=1e-3)
+    assert np.array_equal(b[0], a[0]) or not single_threaded()
+    assert gdal.Open(str(there)).GetRasterBand(7).GetMetadata() == gdal.Open(str(here)).GetRasterBand(7).GetMetadata()
+    assert "Dask cluster" in result["device"] and any("9 tiles on Dask cluster" in line for line in logs), logs
+
+
+def test_inf_on_the_cluster_equals_in_process(cluster, hs_pair, tmp_path):
+    """inf_fusion: the network (here INF's regression starting point with the bundled trunk, no adaptation)
+    travels to the workers once; the adaptation, when there is one, runs here before the tiles."""
+    from panadapter_qgis.backend.hyperspectral import inf_fusion
+
+    address, _ = cluster
+    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
+    common = dict(adapt_iterations=0, device="cpu", float32=True, tile_size=32)
+    inf_fusion(*hs_pair, str(here), **common)
+    steps = []
+    result = inf_fusion(*hs_pair, str(there), scheduler=address, progress=steps.append, **common)
+    a, b = pixels(here), pixels(there)
+    assert a[1:] == b[1:]
+    np.testing.assert_allclose(b[0], a[0], rtol=1e-5, atol=1e-3)
+    assert np.array_equal(b[0], a[0]) or not single_threaded()
+    assert "Dask cluster" in result["device"] and result["iterations"] == 0
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
+
+
+def test_inf_checks_the_cluster_before_adapting(hs_pair, tmp_path):
+    """A bad SCHEDULER fails within seconds, before minutes of adaptation."""
+    from panadapter_qgis.backend.hyperspectral import inf_fusion
+
+    logs = []
+    t0 = time.monotonic()
+    with pytest.raises(PansharpenError, match="could not be reached"):
+        inf_fusion(*hs_pair, str(tmp_path / "x.tif"), adapt_iterations=300, device="cpu",
+                   scheduler="tcp://127.0.0.1:9", log=logs.append)
+    assert time.monotonic() - t0 < 20
+    assert not any("adapting" in line for line in logs) and not os.listdir(tmp_path)
 
 
 def test_a_worker_killed_mid_run_changes_nothing(cluster, crop, tmp_path):
@@ -180,7 +324,8 @@ def test_the_algorithms_take_scheduler_from_the_parameter_or_the_environment(clu
 
     address, _ = cluster
     registry = QgsApplication.processingRegistry()
-    for name in ("panadapter:mtf_glp_fs", "panadapter:panadapter", "panadapter:ssdiff"):
+    for name in ("panadapter:mtf_glp_fs", "panadapter:panadapter", "panadapter:ssdiff", "panadapter:inf_fusion",
+                 "panadapter:degrade"):
         parameter = registry.algorithmById(name).parameterDefinition("SCHEDULER")
         assert parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
     monkeypatch.setenv("PANADAPTER_SCHEDULER", address)
@@ -202,12 +347,37 @@ def test_the_algorithms_take_scheduler_from_the_parameter_or_the_environment(clu
     assert any(line.startswith(f"Dask cluster {address}: 2 workers") for line in feedback.lines), feedback.lines
 
 
-def test_without_a_scheduler_dask_is_not_imported(crop, tmp_path):
+def test_degrade_and_inf_fusion_algorithms_send_their_tiles_to_scheduler(cluster, crop, hs_pair, tmp_path,
+                                                                          panadapter_provider):
+    """SCHEDULER reaches the backend of panadapter:degrade and panadapter:inf_fusion; empty, the run is the
+    in-process one."""
+    import processing
+
+    address, _ = cluster
+    runs = {}
+    for where, value in (("here", ""), ("there", address)):
+        runs[where] = [str(tmp_path / f"{where}_{n}.tif") for n in ("pan", "ms", "hs")]
+        processing.run("panadapter:degrade", {"PAN": crop[0], "MS": crop[1], "SENSOR": 8, "OUTPUT_FLOAT32": False,
+                                              "SCHEDULER": value, "OUTPUT_PAN": runs[where][0],
+                                              "OUTPUT_MS": runs[where][1]})
+        processing.run("panadapter:inf_fusion", {"HSI": hs_pair[0], "MSI": hs_pair[1], "METHOD": 3, "DEVICE": 1,
+                                                 "OUTPUT_FLOAT32": True, "SCHEDULER": value,
+                                                 "OUTPUT": runs[where][2]})
+    for x, y in zip(runs["here"][:2], runs["there"][:2]):
+        assert np.array_equal(pixels(x)[0], pixels(y)[0])
+    np.testing.assert_allclose(pixels(runs["there"][2])[0], pixels(runs["here"][2])[0], rtol=1e-5, atol=1e-3)
+
+
+def test_without_a_scheduler_dask_is_not_imported(crop, hs_pair, tmp_path):
     import subprocess
     import sys
 
     code = ("import sys; from panadapter_qgis.backend.pipeline import pansharpen; "
+            "from panadapter_qgis.backend.wald import degrade; "
+            "from panadapter_qgis.backend.hyperspectral import fuse_baseline; "
             f"pansharpen({crop[0]!r}, {crop[1]!r}, {str(tmp_path / 'x.tif')!r}, device='cpu'); "
+            f"degrade({crop[0]!r}, {crop[1]!r}, {str(tmp_path / 'p.tif')!r}, {str(tmp_path / 'm.tif')!r}); "
+            f"fuse_baseline({hs_pair[0]!r}, {hs_pair[1]!r}, {str(tmp_path / 'h.tif')!r}, device='cpu'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,7 +6,8 @@ import shutil
 import pytest
 from conftest import REPO_ROOT  # noqa: F401 (tests/ on sys.path)
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import (QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingParameterDefinition)
 from test_qgis_process import QGIS_PROCESS, qgis_env, qgis_process
 
 REDUCED_OUTPUTS = {"SAM", "ERGAS", "Q2N", "Q_AVG", "SCC", "PSNR"}
@@ -20,8 +21,9 @@ def test_parameters_and_outputs_follow_the_contract(panadapter_provider):
     for algorithm in (degrade, assess):
         assert algorithm.group() == "Quality assessment" and algorithm.groupId() == "quality"
     assert [p.name() for p in degrade.parameterDefinitions()] == [
-        "PAN", "MS", "MS_BANDS", "SENSOR", "PAN_MODE", "OUTPUT_FLOAT32", "OUTPUT_PAN", "OUTPUT_MS",
+        "PAN", "MS", "MS_BANDS", "SENSOR", "PAN_MODE", "OUTPUT_FLOAT32", "SCHEDULER", "OUTPUT_PAN", "OUTPUT_MS",
         "OUTPUT_REFERENCE"]
+    assert degrade.parameterDefinition("SCHEDULER").flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert degrade.parameterDefinition("PAN_MODE").options()[1].startswith("Bicubic")
     parameters = {p.name(): p for p in assess.parameterDefinitions()}
     assert list(parameters) == ["FUSED", "REFERENCE", "PAN", "MS", "SENSOR", "DIM_CUT", "RATIO", "OUTPUT_HTML",

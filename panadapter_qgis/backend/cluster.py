@@ -271,7 +271,8 @@ class DeepTiles:
     def __init__(self, job, writer, blended):
         import copy
 
-        self.model = job.model if job.device.type == "cpu" else copy.deepcopy(job.model).cpu()
+        # ``to``, not ``cpu``: the fixed stand-ins of the HSI baselines have only ``to`` (models.FixedModel)
+        self.model = job.model if job.device.type == "cpu" else copy.deepcopy(job.model).to("cpu")
         self.args = job.args
         self.output = None if blended else OutputType(writer)
 

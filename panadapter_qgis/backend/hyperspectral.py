@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from . import mtf, raster
+from . import cluster, mtf, raster
 from .device import import_torch, select_device
 from .errors import PansharpenError, user_errors
 from .models import FixedModel
@@ -313,10 +313,12 @@ def _copy_wavelengths(hsi_path, output_path, bands):
 
 @user_errors
 def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, srf=None, device="auto", tile_size=256, batch=4,
-                  float32=False, progress=None, is_cancelled=None, log=None) -> dict:
+                  float32=False, progress=None, is_cancelled=None, log=None, scheduler=None) -> dict:
     """A classical baseline of the HSI/MSI fusion: ``upsample`` (23-tap), ``glp`` (detail injection from the
     best-correlated MSI band, or with ``srf`` (a spectral response CSV of the MSI bands) the band most sensitive
-    at the HSI band's wavelength) or ``regression`` (from the least-squares combination of the MSI bands)."""
+    at the HSI band's wavelength) or ``regression`` (from the least-squares combination of the MSI bands);
+    ``scheduler``: the address of a Dask scheduler whose workers fuse the tiles (empty: this process; the
+    injection matrix is computed here and sent with the tasks)."""
     from .deep import DeepJob
 
     if method not in BASELINES:
@@ -324,11 +326,13 @@ def fuse_baseline(hsi_path, msi_path, output_path, method="glp", *, srf=None, de
     info = _check(hsi_path, msi_path, output_path)
     bands = len(info.ms_bands)
     responses = srf_for_pair(srf, hsi_path, info) if srf else None
-    model = Upsample(bands) if method == "upsample" else DetailInjection(_statistics(info, responses=responses)[method])
-    job = DeepJob(msi_path, hsi_path, model, name=f"HSI fusion baseline {method}", device=device, context=CONTEXT,
-                  multiple=1, scale=1.0, guide_bands=True, log=log)
-    result = job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
-                       is_cancelled=is_cancelled)
+    with cluster.connect(scheduler, log, (hsi_path, msi_path), deep=True) as executor:
+        model = Upsample(bands) if method == "upsample" else \
+            DetailInjection(_statistics(info, responses=responses)[method])
+        job = DeepJob(msi_path, hsi_path, model, name=f"HSI fusion baseline {method}", device=device,
+                      context=CONTEXT, multiple=1, scale=1.0, guide_bands=True, log=log)
+        result = job.write(output_path, float32=float32, tile_size=tile_size, batch=batch, progress=progress,
+                           is_cancelled=is_cancelled, executor=executor)
     _copy_wavelengths(hsi_path, output_path, info.ms_bands)
     return result
 
@@ -478,37 +482,42 @@ def _check_against_start(start, net, batches, losses, seed, n=8):
 def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter=None, device="auto",
                preset="small", weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, tile_size=128, float32=False,
                progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-               log: Optional[Callable] = None) -> dict:
+               log: Optional[Callable] = None, scheduler: Optional[str] = None) -> dict:
     """``panadapter:inf_fusion``: INF adapted to the pair (``adapt_iterations`` zero-shot iterations; or the
-    adapter file ``adapter`` from ``panadapter:finetune`` MODEL=2), then the fused HSI on the MSI grid."""
+    adapter file ``adapter`` from ``panadapter:finetune`` MODEL=2), then the fused HSI on the MSI grid;
+    ``scheduler``: the address of a Dask scheduler whose workers fuse the tiles (empty: this process). The
+    adaptation runs here in either case; the cluster is checked before it, so that a bad address or worker
+    fails before minutes of training."""
     from .adapt import load_adapted
     from .deep import DeepJob
 
     log = log or (lambda msg: None)
     info = _check(hsi_path, msi_path, output_path)
-    res, t_train = None, 0.0
-    if adapter:
-        net, payload = load_adapted(adapter, bands=len(info.ms_bands), model="inf")
-        if payload["ratio"] != info.ratio or payload["guide_bands"] != info.pan_bands:
-            raise PansharpenError(f"The adapter was made for an MSI of {payload['guide_bands']} bands at ratio "
-                                  f"{payload['ratio']}; this pair has {info.pan_bands} bands at ratio {info.ratio}.")
-        scale = payload["scale"]
-        log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations.")
-        if (payload["card"].get("check") or {}).get("beats_start") is False:
-            log("This adapter did not improve on its regression start when it was made: the output is the "
-                "regression hypersharpening (METHOD=3).")
-            net, scale = DetailInjection(_statistics(info)["regression"]), 1.0
-    else:
-        report = (lambda f: progress(0.7 * f)) if progress else None
-        net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,
-                                             preset=preset, weights=weights, patch=patch, batch=batch, lr=lr, seed=seed,
-                                             progress=report, is_cancelled=is_cancelled, log=log)
-    job = DeepJob(msi_path, hsi_path, net, name="INF (scene-adapted)", device=device, context=CONTEXT, multiple=1,
-                  scale=scale, guide_bands=True, log=log)
-    start = 0.0 if adapter else 0.7
-    result = job.write(output_path, float32=float32, tile_size=tile_size, batch=4,
-                       progress=(lambda f: progress(start + (1 - start) * f)) if progress else None,
-                       is_cancelled=is_cancelled)
+    with cluster.connect(scheduler, log, (hsi_path, msi_path), deep=True) as executor:
+        res, t_train = None, 0.0
+        if adapter:
+            net, payload = load_adapted(adapter, bands=len(info.ms_bands), model="inf")
+            if payload["ratio"] != info.ratio or payload["guide_bands"] != info.pan_bands:
+                raise PansharpenError(f"The adapter was made for an MSI of {payload['guide_bands']} bands at "
+                                      f"ratio {payload['ratio']}; this pair has {info.pan_bands} bands at ratio "
+                                      f"{info.ratio}.")
+            scale = payload["scale"]
+            log(f"Adapter {os.path.basename(adapter)}: {payload['card'].get('iterations', '?')} iterations.")
+            if (payload["card"].get("check") or {}).get("beats_start") is False:
+                log("This adapter did not improve on its regression start when it was made: the output is the "
+                    "regression hypersharpening (METHOD=3).")
+                net, scale = DetailInjection(_statistics(info)["regression"]), 1.0
+        else:
+            report = (lambda f: progress(0.7 * f)) if progress else None
+            net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,
+                                                 preset=preset, weights=weights, patch=patch, batch=batch, lr=lr,
+                                                 seed=seed, progress=report, is_cancelled=is_cancelled, log=log)
+        job = DeepJob(msi_path, hsi_path, net, name="INF (scene-adapted)", device=device, context=CONTEXT,
+                      multiple=1, scale=scale, guide_bands=True, log=log)
+        start = 0.0 if adapter else 0.7
+        result = job.write(output_path, float32=float32, tile_size=tile_size, batch=4,
+                           progress=(lambda f: progress(start + (1 - start) * f)) if progress else None,
+                           is_cancelled=is_cancelled, executor=executor)
     _copy_wavelengths(hsi_path, output_path, info.ms_bands)
     return dict(result, train_s=t_train, iterations=res.iterations if res else 0,
                 first_loss=res.first_loss if res else None, last_loss=res.last_loss if res else None)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import mtf, raster
+from . import cluster, mtf, raster
 from .device import import_torch
 from .errors import Cancelled, PansharpenError, user_errors
 from .sensors import sensor_by_index
@@ -65,13 +65,27 @@ class _Output(raster.TiledGeoTiff):
     """A degraded raster: values rounded and clipped to its type, nodata where ``invalid``."""
 
     def write(self, data: np.ndarray, row: int, col: int, invalid: Optional[np.ndarray] = None):
+        super().write(self.to_output(data, invalid), row, col)
+
+    def to_output(self, data: np.ndarray, invalid: Optional[np.ndarray] = None) -> np.ndarray:
+        """``data`` in the output type (what ``write`` writes); also run by cluster workers (``_OutputType``)."""
         out = data
         if self.vmin is not None:
             out = np.clip(np.rint(out), self.vmin, self.vmax)
         out = out.astype(self.np_type)
         if invalid is not None and self.nodata is not None:
             out[:, invalid] = self.nodata
-        super().write(out, row, col)
+        return out
+
+
+class _OutputType:
+    """An ``_Output``'s conversion without its file, for the cluster workers: they send output-typed blocks."""
+
+    def __init__(self, output: _Output):
+        self.np_type, self.vmin, self.vmax, self.nodata = output.np_type, output.vmin, output.vmax, output.nodata
+
+    def to_output(self, data, invalid=None):
+        return _Output.to_output(self, data, invalid)
 
 
 def _blocks(bad: Optional[np.ndarray], factor: int) -> Optional[np.ndarray]:
@@ -94,11 +108,58 @@ def _fitting_nodata(value, gdal_type):
     return value if not math.isnan(value) and vmin <= value <= vmax and float(value).is_integer() else 0.0
 
 
+def _degrade_tile(reader, filler, tile, ratio, pad, ms_k, pan_k, reference=True):
+    """The degraded blocks of one tile ``(a, b, c, d)`` (MS_LR rows a..b, cols c..d) with their nodata masks:
+    ``((ms_lr, ms_lr_bad), (ms_in, ms_in_bad) or None, (pan_lr, pan_lr_bad))``; ``ms_in``: the reference's
+    block (``reference``). The PAN/MS windows are read with ``pad`` pixels around them."""
+    torch = import_torch()
+    r, (a, b, c, d) = ratio, tile
+    n_out = (b - a, d - c)
+    with torch.no_grad():
+        # MS rows r*a - pad .. r*b + pad: index q holds MS row r*a + q - pad
+        ms, ms_bad = filler.ms(reader.read_ms(r * a - pad, r * b + pad, r * c - pad, r * d + pad))
+        ms_lr = mtf.decimate(torch.from_numpy(ms).double()[None], ms_k, r, pad, n_out)[0].numpy()
+        ms_in = ms[:, pad:pad + r * (b - a), pad:pad + r * (d - c)]
+        bad_in = None if ms_bad is None else ms_bad[pad:pad + r * (b - a), pad:pad + r * (d - c)]
+        ms_out = (ms_lr, _blocks(bad_in, r))
+        ref_out = (ms_in, bad_in) if reference else None
+        # PAN rows r*r*a - pad ..: PAN_LR rows r*a .. r*b (the MS grid)
+        rr = r * r
+        pan, pan_bad = filler.pan(reader.read_pan(rr * a - pad, rr * b + pad, rr * c - pad, rr * d + pad))
+        pan_lr = mtf.decimate(torch.from_numpy(pan).double()[None], pan_k, r, pad,
+                              (r * (b - a), r * (d - c)))[0].numpy()
+        bad_in = None if pan_bad is None else pan_bad[pad:pad + rr * (b - a), pad:pad + rr * (d - c)]
+    return ms_out, ref_out, (pan_lr, _blocks(bad_in, r))
+
+
+class DegradeTiles:
+    """``degrade``'s tiles on the cluster workers (``cluster.Cluster.run_tiles``): each worker thread opens
+    the pair once (its own reader and nodata filler, whose means are the same everywhere: one regular sample
+    of the whole image) and gives a tile's blocks already in the output types, so that this machine only
+    writes them."""
+
+    def __init__(self, pan_path, ms_path, ms_bands, rows, cols, ratio, pad, ms_k, pan_k, outputs):
+        self.args = dict(pan_path=pan_path, ms_path=ms_path, ms_bands=ms_bands)
+        self.rows, self.cols, self.ratio, self.pad, self.ms_k, self.pan_k = rows, cols, ratio, pad, ms_k, pan_k
+        self.outputs = [None if o is None else _OutputType(o) for o in outputs]   # MS_LR, reference, PAN_LR
+
+    def setup(self):
+        info = raster.inspect_pair(self.args["pan_path"], self.args["ms_path"], self.args["ms_bands"])
+        reader = raster.PairReader(dataclasses.replace(info, rows=self.rows, cols=self.cols))
+        return reader, raster.Filler(reader)
+
+    def __call__(self, job, tile):
+        reader, filler = job
+        blocks = _degrade_tile(reader, filler, tile, self.ratio, self.pad, self.ms_k, self.pan_k,
+                               reference=self.outputs[1] is not None)
+        return [None if part is None else out.to_output(*part) for part, out in zip(blocks, self.outputs)]
+
+
 @user_errors
 def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: int = 0, pan_mode="mtf",
             ms_bands=None, float32: bool = True, out_reference: Optional[str] = None, tile_size: int = 1024,
             progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-            log: Optional[Callable] = None) -> dict:
+            log: Optional[Callable] = None, scheduler: Optional[str] = None) -> dict:
     """Write the reduced-resolution PAN and MS of Wald's protocol, streaming in tiles.
 
     ``sensor``: index into ``SENSORS`` (the MTF gains); ``pan_mode``: 'mtf' (0) or 'bicubic' (1);
@@ -107,6 +168,9 @@ def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: i
     bands on the cut processing grid (needed when the MS is warped onto the PAN grid or when only some
     bands are selected; otherwise the original MS file is the reference); ``tile_size``: tile side in
     PAN pixels (rounded to a multiple of ratio^2); memory is a few times ``tile_size^2`` values.
+
+    ``scheduler``: the address of a Dask scheduler whose workers read and degrade the tiles (this machine
+    writes them, the same files); empty: this process.
 
     Returns ``dict(pan=, ms=, reference=, ratio=, rows=, cols=, bands=, seconds=, pan_mode=, sensor=)`` where
     ``rows`` x ``cols`` is the MS_LR size and ``reference`` the path of the reference (``out_reference`` or
@@ -154,57 +218,62 @@ def degrade(pan_path: str, ms_path: str, out_pan: str, out_ms: str, *, sensor: i
     ms_nodata = _fitting_nodata(info.ms_nodata, gdal.GDT_Float32 if float32 else info.ms_dtype)
     pan_nodata = _fitting_nodata(info.pan_nodata, gdal.GDT_Float32 if float32 else pan_type)
     f32 = gdal.GDT_Float32
-    outputs = []
-    try:
-        out_pan_w = _Output(out_pan, cols, rows, 1, f32 if float32 else pan_type,
-                            (gt[0], gt[1] * r, 0.0, gt[3], 0.0, gt[5] * r), info.crs_wkt,
-                            ["PAN, reduced resolution"], metadata, pan_nodata)
-        outputs.append(out_pan_w)
-        out_ms_w = _Output(out_ms, cols // r, rows // r, len(info.ms_bands), f32 if float32 else info.ms_dtype,
-                           (gt[0], gt[1] * r * r, 0.0, gt[3], 0.0, gt[5] * r * r), info.crs_wkt,
-                           info.band_descriptions, metadata, ms_nodata)
-        outputs.append(out_ms_w)
-        out_ref_w = None
-        if out_reference:
-            out_ref_w = _Output(out_reference, cols, rows, len(info.ms_bands), f32 if float32 else info.ms_dtype,
+    with cluster.connect(scheduler, log, (pan_path, ms_path)) as executor:
+        outputs = []
+        try:
+            out_pan_w = _Output(out_pan, cols, rows, 1, f32 if float32 else pan_type,
                                 (gt[0], gt[1] * r, 0.0, gt[3], 0.0, gt[5] * r), info.crs_wkt,
-                                info.band_descriptions,
-                                {k: v for k, v in metadata.items() if k != "PAN_DEGRADATION"}, ms_nodata)
-            outputs.append(out_ref_w)
+                                ["PAN, reduced resolution"], metadata, pan_nodata)
+            outputs.append(out_pan_w)
+            out_ms_w = _Output(out_ms, cols // r, rows // r, len(info.ms_bands), f32 if float32 else info.ms_dtype,
+                               (gt[0], gt[1] * r * r, 0.0, gt[3], 0.0, gt[5] * r * r), info.crs_wkt,
+                               info.band_descriptions, metadata, ms_nodata)
+            outputs.append(out_ms_w)
+            out_ref_w = None
+            if out_reference:
+                out_ref_w = _Output(out_reference, cols, rows, len(info.ms_bands),
+                                    f32 if float32 else info.ms_dtype,
+                                    (gt[0], gt[1] * r, 0.0, gt[3], 0.0, gt[5] * r), info.crs_wkt,
+                                    info.band_descriptions,
+                                    {k: v for k, v in metadata.items() if k != "PAN_DEGRADATION"}, ms_nodata)
+                outputs.append(out_ref_w)
 
-        lr_rows, lr_cols = rows // r, cols // r
-        tile = max(1, int(tile_size) // (r * r))
-        tiles = [(a, min(a + tile, lr_rows), c, min(c + tile, lr_cols))
-                 for a in range(0, lr_rows, tile) for c in range(0, lr_cols, tile)]
-        with torch.no_grad(), raster.limited_gdal_cache():
-            for i, (a, b, c, d) in enumerate(tiles):
-                if is_cancelled is not None and is_cancelled():
-                    raise Cancelled()
-                n_out = (b - a, d - c)
-                # MS rows r*a - pad .. r*b + pad: index q holds MS row r*a + q - pad
-                ms, ms_bad = filler.ms(reader.read_ms(r * a - pad, r * b + pad, r * c - pad, r * d + pad))
-                ms_lr = mtf.decimate(torch.from_numpy(ms).double()[None], ms_k, r, pad, n_out)[0].numpy()
-                ms_in = ms[:, pad:pad + r * (b - a), pad:pad + r * (d - c)]
-                bad_in = None if ms_bad is None else ms_bad[pad:pad + r * (b - a), pad:pad + r * (d - c)]
-                out_ms_w.write(ms_lr, a, c, _blocks(bad_in, r))
-                if out_ref_w is not None:
-                    out_ref_w.write(ms_in, r * a, r * c, bad_in)
-                # PAN rows r*r*a - pad ..: PAN_LR rows r*a .. r*b (the MS grid)
-                rr = r * r
-                pan, pan_bad = filler.pan(reader.read_pan(rr * a - pad, rr * b + pad,
-                                                          rr * c - pad, rr * d + pad))
-                pan_lr = mtf.decimate(torch.from_numpy(pan).double()[None], pan_k, r, pad,
-                                      (r * (b - a), r * (d - c)))[0].numpy()
-                bad_in = None if pan_bad is None else pan_bad[pad:pad + rr * (b - a), pad:pad + rr * (d - c)]
-                out_pan_w.write(pan_lr, r * a, r * c, _blocks(bad_in, r))
-                if progress is not None:
-                    progress((i + 1) / len(tiles))
-        for output in outputs:
-            output.commit()
-    except BaseException:
-        for output in outputs:
-            output.abort()
-        raise
+            lr_rows, lr_cols = rows // r, cols // r
+            tile = max(1, int(tile_size) // (r * r))
+            tiles = [(a, min(a + tile, lr_rows), c, min(c + tile, lr_cols))
+                     for a in range(0, lr_rows, tile) for c in range(0, lr_cols, tile)]
+            with torch.no_grad(), raster.limited_gdal_cache():
+                if executor is None:
+                    for i, (a, b, c, d) in enumerate(tiles):
+                        if is_cancelled is not None and is_cancelled():
+                            raise Cancelled()
+                        ms_out, ref_out, pan_out = _degrade_tile(reader, filler, (a, b, c, d), r, pad, ms_k, pan_k,
+                                                                 reference=out_ref_w is not None)
+                        out_ms_w.write(ms_out[0], a, c, ms_out[1])
+                        if out_ref_w is not None:
+                            out_ref_w.write(ref_out[0], r * a, r * c, ref_out[1])
+                        out_pan_w.write(pan_out[0], r * a, r * c, pan_out[1])
+                        if progress is not None:
+                            progress((i + 1) / len(tiles))
+                else:
+                    log(f"Wald's protocol: {len(tiles)} tiles on {executor.label}.")
+                    task = DegradeTiles(pan_path, ms_path, ms_bands, rows, cols, r, pad, ms_k, pan_k,
+                                        (out_ms_w, out_ref_w, out_pan_w))
+
+                    def write(tile, blocks):    # already in the output types (the workers convert)
+                        a, _, c, _ = tile
+                        for output, block, at in zip((out_ms_w, out_ref_w, out_pan_w), blocks,
+                                                     ((a, c), (r * a, r * c), (r * a, r * c))):
+                            if output is not None:
+                                raster.TiledGeoTiff.write(output, block, *at)
+
+                    executor.run_tiles(tiles, task, write, progress, is_cancelled)
+            for output in outputs:
+                output.commit()
+        except BaseException:
+            for output in outputs:
+                output.abort()
+            raise
     reference = out_reference or ms_path
     if not out_reference and (info.warped or info.ms_bands != list(range(1, ms_count + 1))):
         log("The MS was warped onto the PAN grid or only some bands were selected: write the reference "

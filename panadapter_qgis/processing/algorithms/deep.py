@@ -296,6 +296,7 @@ class InfFusionAlgorithm(DeepAlgorithm):
         self.add_device()
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
+        self.add(scheduler_parameter())
         self.add(QgsProcessingParameterRasterDestination("OUTPUT", tr("Fused hyperspectral image")), "HS_OUTPUT")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -307,7 +308,8 @@ class InfFusionAlgorithm(DeepAlgorithm):
         from ...backend import hyperspectral
 
         common = dict(device=self.device(parameters, context),
-                      float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context))
+                      float32=self.parameterAsBoolean(parameters, "OUTPUT_FLOAT32", context),
+                      scheduler=scheduler(self, parameters, context))
         if method == "inf":
             result = self.call(hyperspectral.inf_fusion, hsi, msi, output, feedback=feedback,
                                adapt_iterations=self.parameterAsInt(parameters, "ADAPT_ITERATIONS", context),

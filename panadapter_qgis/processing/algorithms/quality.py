@@ -21,7 +21,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from .common import TableAlgorithm, band_list, check_outputs, layer_file, require_backend, sensor_choice, tr
+from .common import (TableAlgorithm, band_list, check_outputs, layer_file, require_backend, scheduler,
+                     scheduler_parameter, sensor_choice, tr)
 from ..help import QUALITY_ALGORITHMS, quality_parameter_help
 
 GROUP = "Quality assessment"
@@ -86,6 +87,7 @@ class DegradeAlgorithm(QualityAlgorithm):
                                        options=[tr(label) for label in PAN_MODE_LABELS], defaultValue=0),
             QgsProcessingParameterBoolean(self.OUTPUT_FLOAT32, tr("Write 32-bit float outputs"),
                                           defaultValue=True),
+            scheduler_parameter(),
             QgsProcessingParameterRasterDestination(self.OUTPUT_PAN, tr("Reduced panchromatic image")),
             QgsProcessingParameterRasterDestination(self.OUTPUT_MS, tr("Reduced multispectral image")),
             QgsProcessingParameterRasterDestination(self.OUTPUT_REFERENCE,
@@ -110,7 +112,8 @@ class DegradeAlgorithm(QualityAlgorithm):
                 pan_path, ms_path, out_pan, out_ms, sensor=sensor, pan_mode=pan_mode, ms_bands=ms_bands,
                 float32=float32, out_reference=out_ref,
                 progress=lambda fraction: feedback.setProgress(100.0 * fraction),
-                is_cancelled=feedback.isCanceled, log=feedback.pushWarning)
+                is_cancelled=feedback.isCanceled, log=feedback.pushWarning,
+                scheduler=scheduler(self, parameters, context))
         except PansharpenError as error:
             raise QgsProcessingException(str(error)) from error
         feedback.pushInfo(f"Wrote the reduced pair (ratio {result['ratio']}): multispectral {result['cols']} x "
