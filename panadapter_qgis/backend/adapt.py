@@ -536,7 +536,7 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
         method, scores = choose_base_method(info.pan_path, info.ms_path, sensor, ms_bands)
         log(_base_message(method, scores))
         candidates = [(net, f"{label} (pre-trained, multi-sensor)", "the multi-sensor model")]
-        specialist = _specialist(model, bands, weights_path)
+        specialist = _specialist(model, bands, weights_path, sensor)
         if specialist is not None:
             candidates.append(specialist)
         checked = [(check_zero_shot(c[0], info, sensor, method), c) for c in candidates]
@@ -559,11 +559,17 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
     return net, None, f"{label} (pre-trained)", None
 
 
-def _specialist(model, bands, weights_path):
-    """(network, output name, description) of the bundled Landsat-7-only PanAdapter weights when they take this
-    band count and no other weights were asked for: the zero-shot run checks them one scale down beside the
-    multi-sensor model (on Landsat-7 test scenes they are far better), else None."""
+def _specialist(model, bands, weights_path, sensor):
+    """(network, output name, description) of the bundled Landsat-7-only PanAdapter weights for a Landsat pair
+    of their band count when no other weights were asked for: the zero-shot run checks them one scale down
+    beside the multi-sensor model (on the Landsat-7 test scenes they are 18-21 % better than the best classical
+    method), else None. Only for Landsat: on a 6-band Sentinel-2 test scene they won one scale down and lost
+    14 % at the test scale (docs/BENCHMARKS.md)."""
+    from .sensors import sensor_by_index
+
     if model != "panadapter" or weights_path not in (None, "", "bundled"):
+        return None
+    if sensor_by_index(sensor).key != "landsat":
         return None
     path = str(weights.LANDSAT7_PANADAPTER)
     if not os.path.isfile(path) or _read_weights(path).get("bands") != bands:
