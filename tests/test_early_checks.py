@@ -214,6 +214,20 @@ def test_a_signal_during_a_run_leaves_no_partial_file(wv3, tmp_path, signum):
     assert os.listdir(folder) == []
 
 
+def test_an_interruption_anywhere_leaves_no_partial_file(tmp_path):
+    """Ctrl+C can land before the caller holds the writer (so no ``abort`` runs): the file still goes when
+    the interpreter exits."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+              "from panadapter_qgis.backend import raster\n"
+              f"path = raster.partial_path({str(tmp_path / 'fused.tif')!r})\n"
+              "raster.register_partial(path)\n"
+              "open(path, 'w').write('x'); open(path + '.aux.xml', 'w').write('x')\n"
+              "raise KeyboardInterrupt\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_signal_the_process_ignores_stays_ignored(wv3, tmp_path):
     """Under nohup (SIGHUP ignored) a hang-up neither stops the run nor removes its file."""
     pan, ms = wv3

@@ -6,6 +6,7 @@ that area. An MS whose grid already coincides with it (same CRS, same pixel size
 MS pixels) is read directly; any other MS (another CRS, a sub-pixel shift, a ratio that is not quite an
 integer) is warped onto it on the fly through a GDAL warped VRT, so memory never depends on raster size.
 """
+import atexit
 import math
 import os
 import secrets
@@ -503,9 +504,20 @@ def _restore_handlers():
     return previous
 
 
+def _remove_all_partials():
+    """At interpreter exit (an uncaught KeyboardInterrupt included): no partial file outlives its process."""
+    with _partial_lock:
+        for path in list(_partial_files):
+            _remove_quietly(path)
+        _partial_files.clear()
+
+
+atexit.register(_remove_all_partials)
+
+
 def register_partial(path: str):
     """``path`` is being written: remove it if the process receives SIGTERM or SIGHUP before
-    ``unregister_partial``."""
+    ``unregister_partial``, or if the interpreter exits before then."""
     with _partial_lock:
         _partial_files.add(path)
         _install_handlers()
@@ -547,15 +559,19 @@ class TiledGeoTiff:
         except RuntimeError as exc:
             self.abort()
             raise PansharpenError(f"The output '{path}' cannot be created: {exc}") from exc
-        self.ds.SetGeoTransform(geotransform)
-        self.ds.SetProjection(crs_wkt)
-        for key, value in (metadata or {}).items():
-            self.ds.SetMetadataItem(key, str(value))
-        for i, desc in enumerate(descriptions):
-            band = self.ds.GetRasterBand(i + 1)
-            band.SetDescription(desc)
-            if nodata is not None:
-                band.SetNoDataValue(nodata)
+        try:  # an interruption (Ctrl+C) before the caller holds this writer must not leave the file behind
+            self.ds.SetGeoTransform(geotransform)
+            self.ds.SetProjection(crs_wkt)
+            for key, value in (metadata or {}).items():
+                self.ds.SetMetadataItem(key, str(value))
+            for i, desc in enumerate(descriptions):
+                band = self.ds.GetRasterBand(i + 1)
+                band.SetDescription(desc)
+                if nodata is not None:
+                    band.SetNoDataValue(nodata)
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, data: np.ndarray, row: int, col: int):
         self.ds.WriteArray(data, xoff=col, yoff=row, band_list=list(range(1, data.shape[0] + 1)))
