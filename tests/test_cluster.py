@@ -1,6 +1,6 @@
 """The tile loop on a Dask distributed cluster (issue 31): a LocalCluster of 2 worker processes gives the
-in-process result (bit-identical for a classical method and Wald's degradation, within float tolerance for
-PanAdapter and the HSI/MSI fusion), a worker killed mid-run changes nothing, cancel leaves no file and no
+in-process result (bit-identical for a classical method, Wald's degradation and both assessments, within float
+tolerance for PanAdapter and the HSI/MSI fusion), a worker killed mid-run changes nothing, cancel leaves no file and no
 task, and the bad cases fail within seconds with a message that names the problem."""
 import os
 import signal
@@ -188,6 +188,91 @@ def test_degrade_cancelled_on_the_cluster_leaves_no_file(cluster, crop, tmp_path
     assert not os.listdir(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def assessed(holed_crop, tmp_path_factory):
+    """Two fused rasters of the holed crop's Wald pair (so with no-data), its reference, and two of the
+    crop at full resolution."""
+    from panadapter_qgis.backend.wald import degrade
+
+    folder = tmp_path_factory.mktemp("cluster_assess")
+    pan_lr, ms_lr, ref = (str(folder / n) for n in ("pan_lr.tif", "ms_lr.tif", "ref.tif"))
+    degrade(*holed_crop, pan_lr, ms_lr, out_reference=ref, sensor=8, float32=False)
+    reduced, full = [], []
+    for method in ("mtf_glp_fs", "gsa"):
+        reduced.append(str(folder / f"reduced_{method}.tif"))
+        pansharpen(pan_lr, ms_lr, reduced[-1], method, sensor=8, device="cpu")
+        full.append(str(folder / f"full_{method}.tif"))
+        pansharpen(*holed_crop, full[-1], method, sensor=8, device="cpu")
+    return reduced, ref, full
+
+
+def same_assessment(a, b):
+    """Every number, note and error map of two assessments equal (the timings aside)."""
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in a["rows"]] == \
+           [{k: v for k, v in row.items() if k != "seconds"} for row in b["rows"]]
+    assert a["notes"] == b["notes"] and a["groups"] == b["groups"]
+    for x, y in zip(a["error_maps"], b["error_maps"]):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert np.array_equal(x[key], y[key], equal_nan=True), key
+
+
+def test_assess_reduced_on_the_cluster_is_bit_identical(cluster, assessed):
+    """Wald's-protocol indices, the strips on the workers (each read with the rows above it that the running
+    indices keep): the same numbers and error maps, bit for bit, no-data included."""
+    from panadapter_qgis.backend.assess import assess_reduced
+
+    address, _ = cluster
+    fused, reference, _ = assessed
+    here = assess_reduced(fused, reference, sensor=8, strip_rows=32)
+    logs, steps = [], []
+    there = assess_reduced(fused, reference, sensor=8, strip_rows=32, scheduler=address, log=logs.append,
+                           progress=steps.append)
+    same_assessment(here, there)
+    assert all(0 < row["nodata_fraction"] < 0.2 for row in here["rows"])
+    assert all(np.isfinite(row[k]) for row in here["rows"] for k in ("q2n", "sam", "ergas", "scc", "ssim"))
+    assert any("strips on Dask cluster" in line for line in logs), logs
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
+
+
+def test_assess_full_on_the_cluster_is_bit_identical(cluster, assessed, holed_crop):
+    from panadapter_qgis.backend.assess import assess_full
+
+    address, _ = cluster
+    _, _, fused = assessed
+    here = assess_full(fused, *holed_crop, sensor=8, tile_size=64)
+    logs = []
+    there = assess_full(fused, *holed_crop, sensor=8, tile_size=64, scheduler=address, log=logs.append)
+    same_assessment(here, there)
+    assert all(0 < row["hqnr"] < 1 for row in here["rows"])
+    assert any("tiles of 2 raster(s) on Dask cluster" in line for line in logs), logs
+
+
+def test_assess_with_a_worker_killed_mid_run_and_cancelled(cluster, assessed):
+    from panadapter_qgis.backend.assess import assess_reduced
+
+    address, client = cluster
+    fused, reference, _ = assessed
+    here = assess_reduced(fused, reference, sensor=8, strip_rows=32)
+    client.wait_for_workers(2, timeout=60)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def progress(fraction):
+        if fraction > 0.4 and not killed:
+            killed.append(sorted(pids.values())[-1])
+            os.kill(killed[0], signal.SIGKILL)
+
+    there = assess_reduced(fused, reference, sensor=8, strip_rows=32, scheduler=address, progress=progress)
+    assert killed
+    same_assessment(here, there)
+    client.wait_for_workers(2, timeout=60)
+    steps = []
+    with pytest.raises(Cancelled):
+        assess_reduced(fused, reference, sensor=8, strip_rows=32, scheduler=address, progress=steps.append,
+                       is_cancelled=lambda: len(steps) >= 2)
+
+
 def test_hsi_baseline_on_the_cluster_equals_in_process(cluster, hs_pair, tmp_path):
     """fuse_baseline (the detail injection, its matrix fitted here once) on the workers, 9 tiles: the same
     pixels (bit for bit when this process's torch has 1 thread, as the workers'), the same band metadata."""
@@ -325,7 +410,7 @@ def test_the_algorithms_take_scheduler_from_the_parameter_or_the_environment(clu
     address, _ = cluster
     registry = QgsApplication.processingRegistry()
     for name in ("panadapter:mtf_glp_fs", "panadapter:panadapter", "panadapter:ssdiff", "panadapter:inf_fusion",
-                 "panadapter:degrade"):
+                 "panadapter:degrade", "panadapter:assess"):
         parameter = registry.algorithmById(name).parameterDefinition("SCHEDULER")
         assert parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
     monkeypatch.setenv("PANADAPTER_SCHEDULER", address)
@@ -366,6 +451,32 @@ def test_degrade_and_inf_fusion_algorithms_send_their_tiles_to_scheduler(cluster
     for x, y in zip(runs["here"][:2], runs["there"][:2]):
         assert np.array_equal(pixels(x)[0], pixels(y)[0])
     np.testing.assert_allclose(pixels(runs["there"][2])[0], pixels(runs["here"][2])[0], rtol=1e-5, atol=1e-3)
+
+
+def test_the_assess_algorithm_sends_its_strips_to_scheduler(cluster, assessed, panadapter_provider):
+    import json
+
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    address, _ = cluster
+    fused, reference, _ = assessed
+
+    class Feedback(QgsProcessingFeedback):
+        lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    results = {}
+    for where, value in (("here", ""), ("there", address)):
+        out = processing.run("panadapter:assess", {"FUSED": fused, "REFERENCE": reference, "SENSOR": 8,
+                                                   "SCHEDULER": value, "OUTPUT_HTML": None},
+                             feedback=Feedback())
+        rows = json.loads(out["RESULTS"])["rows"]
+        results[where] = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    assert results["here"] == results["there"] and len(results["here"]) == 2
+    assert any("strips on Dask cluster" in line for line in Feedback.lines), Feedback.lines
 
 
 def test_without_a_scheduler_dask_is_not_imported(crop, hs_pair, tmp_path):

@@ -39,7 +39,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from . import metrics, mtf, raster
+from . import cluster, metrics, mtf, raster
 from .device import import_torch
 from .errors import Cancelled, PansharpenError, user_errors
 from .sensors import sensor_by_index
@@ -300,6 +300,20 @@ class _ErrorMap:
             sq = (diff[bands] ** 2).mean(axis=0).ravel()
             self.sums[k] += np.bincount(cells, weights=sq, minlength=size)
 
+    def part(self, row0: int, rows: int):
+        """What the pixel rows row0..row0+rows-1 added: (lo, hi, counts, sums) over the flat cells lo..hi-1 (a
+        cluster worker's share, for :meth:`merge`)."""
+        lo = row0 // self.f * self.shape[1]
+        hi = min(self.counts.size, ((row0 + rows - 1) // self.f + 1) * self.shape[1])
+        return lo, hi, self.counts[lo:hi], [s[lo:hi] for s in self.sums]
+
+    def merge(self, part):
+        """Add a :meth:`part` of another map: the same numbers as adding its pixels here."""
+        lo, hi, counts, sums = part
+        self.counts[lo:hi] += counts
+        for mine, theirs in zip(self.sums, sums):
+            mine[lo:hi] += theirs
+
     def maps(self) -> dict:
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -382,12 +396,59 @@ def _ratio(ratio, fused_grids, ref: _Grid, notes):
                           "(4 for WorldView, QuickBird, Pleiades; 2 for Landsat and Sentinel-2).")
 
 
+class ReducedStrips:
+    """``assess_reduced``'s strips on a Dask cluster's workers (``cluster.Cluster.run_tiles``). A strip is
+    read with the rows above it that the running indices keep between strips
+    (``metrics.RunningIndices.resume``) and comes back as its sums (and, for a raster's last strip, the rows
+    the final result needs), which this machine absorbs in order: the numbers are those of an in-process run,
+    bit for bit. Each worker thread opens the rasters once."""
+
+    def __init__(self, reference_path, plans, groups, options):
+        self.reference = reference_path
+        self.plans = [dict(path=g.path, f_bands=f_bands, r_bands=r_bands,
+                           fused_at=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start),
+                           reference_at=(ov.b_col + cols_cut.start, ov.b_row + rows_cut.start),
+                           rows=rows_cut.stop - rows_cut.start, cols=cols_cut.stop - cols_cut.start, groups=groups[k])
+                      for k, (g, ov, f_bands, r_bands, rows_cut, cols_cut) in enumerate(plans)]
+        self.options = options
+
+    def setup(self):
+        return _open_grid(self.reference, "reference"), {}
+
+    def __call__(self, job, item):
+        ref, fused = job
+        k, top, n, last = item
+        plan = self.plans[k]
+        if k not in fused:
+            fused[k] = _open_grid(plan["path"], "fused")
+        g, w = fused[k], plan["cols"]
+        seed = min(top, max(BLOCK, metrics.RunningIndices.SEED_ROWS))
+        (fc, fr0), (rc, rr0) = plan["fused_at"], plan["reference_at"]
+        fr = _read(g.ds, plan["f_bands"], fc, fr0 + top - seed, w, seed + n)
+        rr = _read(ref.ds, plan["r_bands"], rc, rr0 + top - seed, w, seed + n)
+        bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
+        fr, rr = _finite(fr), _finite(rr)
+        running = metrics.RunningIndices.resume(top, rr[:, :seed], fr[:, :seed], bad[:seed], **self.options)
+        structure = metrics.RunningSSIM.resume(rr[:, :seed] if seed else None, fr[:, :seed],
+                                               self.options["data_range"])
+        fr, rr, bad = fr[:, seed:], rr[:, seed:], bad[seed:]
+        running.update(rr, fr, bad)
+        structure.update(rr, fr)
+        errors = _ErrorMap(plan["rows"], w, plan["groups"])
+        errors.add(fr - rr, top, 0)
+        if not last:
+            running.drop_tails()
+            structure.tail = None
+        return running, structure, errors.part(top, n), int(bad.sum())
+
+
 @user_errors
 @_bounded_gdal_cache
 def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None, dim_cut: int = 21,
                    sensor: int = 0, *, data_range: Optional[float] = None, cast_uint16: Optional[bool] = None,
                    strip_rows: Optional[int] = None, progress: Optional[Callable] = None,
-                   is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
+                   is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None,
+                   scheduler: Optional[str] = None) -> dict:
     """Reduced-resolution indices of each fused raster against the reference (METHODS.md §3.2).
 
     ``fused_paths``: one path or a list; ``reference_path``: the ground truth (the original MS of a pair
@@ -396,6 +457,8 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
     (21 in the toolbox; 0 for none). ``data_range``: PSNR peak (default: BIT_DEPTH metadata of the
     reference, else its maximum). ``cast_uint16``: the toolbox's uint16 cast before Q2n (default: when the
     reference holds integer counts). ``strip_rows``: rows per strip (default from :data:`STRIP_VALUES`).
+    ``scheduler``: the address of a Dask scheduler whose workers read and assess the strips (the same
+    numbers, bit for bit: :class:`ReducedStrips`); empty: this process.
 
     Returns ``dict(mode='reduced', reference, ratio, ratio_source, dim_cut, data_range, data_range_source,
     q2n_uint16_cast, sensor, notes, groups, rows=[{name, path, bands, reference_bands, window,
@@ -428,40 +491,70 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
     total_rows = sum(p[4].stop - p[4].start for p in plans)
     done = 0
     rows_out, maps_out, groups_out = [], [], []
-    for name, (g, ov, f_bands, r_bands, rows_cut, cols_cut) in zip(names, plans):
-        t0 = time.perf_counter()
+    strips = []  # per raster: (running indices, running SSIM, error map, rows per strip)
+    for g, ov, f_bands, r_bands, rows_cut, cols_cut in plans:
         h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
         groups = band_groups([g.descriptions[b - 1] for b in f_bands])
-        running = metrics.RunningIndices(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16)
-        structure = metrics.RunningSSIM(peak)
-        errors = _ErrorMap(h, w, groups)
-        strip = strip_rows or max(BLOCK, min(2048, STRIP_VALUES // max(1, w * len(f_bands)) // BLOCK * BLOCK))
-        bad_pixels = 0
-        for top in range(0, h, strip):
-            if is_cancelled is not None and is_cancelled():
-                raise Cancelled("The assessment was cancelled.")
-            n = min(strip, h - top)
-            fr = _read(g.ds, f_bands, ov.a_col + cols_cut.start, ov.a_row + rows_cut.start + top, w, n)
-            rr = _read(ref.ds, r_bands, ov.b_col + cols_cut.start, ov.b_row + rows_cut.start + top, w, n)
-            bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
-            bad_pixels += int(bad.sum())
-            fr, rr = _finite(fr), _finite(rr)
-            running.update(rr, fr, bad)
-            structure.update(rr, fr)
-            errors.add(fr - rr, top, 0)
-            done += n
-            if progress is not None:
-                progress(done / total_rows)
+        strips.append((metrics.RunningIndices(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16),
+                       metrics.RunningSSIM(peak), _ErrorMap(h, w, groups),
+                       strip_rows or max(BLOCK, min(2048, STRIP_VALUES // max(1, w * len(f_bands)) // BLOCK * BLOCK))))
+    bad_pixels = [0] * len(plans)
+    seconds = [0.0] * len(plans)
+    with cluster.connect(scheduler, log, paths + [reference_path]) as executor:
+        if executor is None:
+            for k, (g, ov, f_bands, r_bands, rows_cut, cols_cut) in enumerate(plans):
+                t0 = time.perf_counter()
+                running, structure, errors, strip = strips[k]
+                h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
+                for top in range(0, h, strip):
+                    if is_cancelled is not None and is_cancelled():
+                        raise Cancelled("The assessment was cancelled.")
+                    n = min(strip, h - top)
+                    fr = _read(g.ds, f_bands, ov.a_col + cols_cut.start, ov.a_row + rows_cut.start + top, w, n)
+                    rr = _read(ref.ds, r_bands, ov.b_col + cols_cut.start, ov.b_row + rows_cut.start + top, w, n)
+                    bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
+                    bad_pixels[k] += int(bad.sum())
+                    fr, rr = _finite(fr), _finite(rr)
+                    running.update(rr, fr, bad)
+                    structure.update(rr, fr)
+                    errors.add(fr - rr, top, 0)
+                    done += n
+                    if progress is not None:
+                        progress(done / total_rows)
+                seconds[k] = time.perf_counter() - t0
+        else:
+            task = ReducedStrips(reference_path, plans, [s[2].groups for s in strips],
+                                 dict(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16))
+            items = [(k, top, min(strip, p[4].stop - p[4].start - top), top + strip >= p[4].stop - p[4].start)
+                     for k, (p, (_, _, _, strip)) in enumerate(zip(plans, strips))
+                     for top in range(0, p[4].stop - p[4].start, strip)]
+            log(f"Assessing {len(items)} strips on {executor.label}.")
+            start = [time.perf_counter()]
+
+            def absorb(item, part):
+                k, last = item[0], item[3]
+                running, structure, errors, _ = strips[k]
+                running.absorb(part[0])
+                structure.absorb(part[1])
+                errors.merge(part[2])
+                bad_pixels[k] += part[3]
+                if last:
+                    seconds[k] = time.perf_counter() - start[0]
+                    start[0] = time.perf_counter()
+
+            executor.run_tiles(items, task, absorb, progress, is_cancelled)
+    for k, (name, (g, ov, f_bands, r_bands, rows_cut, cols_cut)) in enumerate(zip(names, plans)):
+        running, structure, errors, _ = strips[k]
+        h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
         row = dict(name=name, path=g.path, bands=len(f_bands), reference_bands=r_bands,
                    window=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start, w, h),
-                   nodata_fraction=bad_pixels / float(h * w), seconds=0.0)
+                   nodata_fraction=bad_pixels[k] / float(h * w), seconds=seconds[k])
         row.update(running.result())
         row["ssim"] = structure.result()
-        row["seconds"] = time.perf_counter() - t0
-        log(f"{name}: " + ", ".join(f"{INDICES[k][0]} {row[k]:.4f}" for k in REDUCED_KEYS))
+        log(f"{name}: " + ", ".join(f"{INDICES[key][0]} {row[key]:.4f}" for key in REDUCED_KEYS))
         rows_out.append(row)
         maps_out.append(errors.maps())
-        groups_out.append([label for label, _ in groups])
+        groups_out.append([label for label, _ in errors.groups])
     if any(r["nodata_fraction"] > 0 for r in rows_out):
         notes.append("Some pixels are no-data (NaN, infinite, or the raster's nodata value) in a fused raster or "
                      "the reference: SAM, ERGAS and PSNR skip them; the window indices (Q, Q2n, SCC, SSIM) see "
@@ -619,12 +712,119 @@ class _FullResolutionSums:
         padded = np.pad(raw, ((0, 0), (fh - (t0 - a), fh - (b - t1)), (fh - (u0 - c), fh - (d - u1))), mode="edge")
         return raw[:, t0 - a:t1 - a, u0 - c:u1 - c], separable_filter_valid(padded, self.kernels)
 
+    def absorb(self, tile: "_FullResolutionSums"):
+        """Add a tile's sums computed apart (``FullResolutionTiles``; its ``errors`` an ``_ErrorMap.part``)."""
+        self.q2n += tile.q2n
+        self.q2n_blocks += tile.q2n_blocks
+        self.q_high += tile.q_high
+        self.q_fused_pairs += tile.q_fused_pairs
+        self.bad_pixels += tile.bad_pixels
+        self.nan_blocks += tile.nan_blocks
+        self.seconds += tile.seconds
+        self.errors.merge(tile.errors)
+
+
+def _full_resolution_tile(src, members, tile, row0, col0, h, w, cast_uint16):
+    """The block sums of one tile (t0, t1, u0, u1) of a window: added to each member's
+    ``_FullResolutionSums``; returned, those of the MS and PAN that all members share (``_add_shared``)."""
+    t0, t1, u0, u1 = tile
+    start = time.perf_counter()
+    p0, p1, q0, q1 = row0 + t0, row0 + t1, col0 + u0, col0 + u1
+    ms_up = src.ms_up(p0, p1, q0, q1)
+    n_bands = ms_up.shape[0]
+    i, j = np.triu_indices(n_bands, k=1)
+    pan = src.pan(p0, p1, q0, q1)
+    q_map = metrics.q_block_map(ms_up, src.pan_lowres_up(p0, p1, q0, q1)[None], BLOCK)
+    shared = dict(q_low=q_map.sum(axis=(1, 2)), q_ms_pairs=None,
+                  blocks=(t1 - t0) // BLOCK * ((u1 - u0) // BLOCK))
+    nan_blocks = int(np.isnan(q_map).sum())
+    if n_bands > 1:
+        q_map = metrics.q_block_map(ms_up[i], ms_up[j], BLOCK)
+        shared["q_ms_pairs"] = q_map.sum(axis=(1, 2))
+        nan_blocks += int(np.isnan(q_map).sum())
+    seconds = (time.perf_counter() - start) / len(members)
+    for s in members:
+        start = time.perf_counter()
+        fused, fused_lp = s.fused_tile(t0, t1, u0, u1, h, w)
+        _, q_map = metrics.q2n(ms_up, fused_lp, BLOCK, BLOCK, cast_uint16=cast_uint16, return_map=True)
+        s.q2n += float(q_map.sum())
+        s.q2n_blocks += q_map.size
+        q_map = metrics.q_block_map(fused, pan[None], BLOCK)
+        s.q_high += q_map.sum(axis=(1, 2))
+        s.nan_blocks += nan_blocks + int(np.isnan(q_map).sum())
+        if n_bands > 1:
+            q_map = metrics.q_block_map(fused[i], fused[j], BLOCK)
+            s.q_fused_pairs += q_map.sum(axis=(1, 2))
+            s.nan_blocks += int(np.isnan(q_map).sum())
+        s.errors.add(fused_lp - ms_up, t0, u0)
+        s.seconds += seconds + time.perf_counter() - start
+    return shared
+
+
+def _add_shared(total, tile):
+    total["q_low"] += tile["q_low"]
+    if tile["q_ms_pairs"] is not None:
+        total["q_ms_pairs"] += tile["q_ms_pairs"]
+    total["blocks"] += tile["blocks"]
+
+
+class FullResolutionTiles:
+    """``assess_full``'s tiles of one window on a Dask cluster's workers (``cluster.Cluster.run_tiles``):
+    a tile comes back as its block sums (each raster's, in a fresh ``_FullResolutionSums``, and the shared
+    ones), which this machine adds in tile order: the numbers of an in-process run, bit for bit. Each worker
+    thread opens the pair and the rasters once."""
+
+    def __init__(self, plans, gains, window, cast_uint16):
+        self.plans = [{key: value for key, value in plan.items() if key != "grid"} | dict(path=plan["grid"].path)
+                      for plan in plans]
+        self.gains, self.window, self.cast_uint16 = list(gains), window, cast_uint16
+
+    def setup(self):
+        plans = [dict(plan, grid=_open_grid(plan["path"], "fused")) for plan in self.plans]
+        return _FullResolutionTiles(plans[0]["info"]), plans
+
+    def __call__(self, job, tile):
+        src, plans = job
+        row0, col0, h, w = self.window
+        n_bands = len(plans[0]["ms_bands"])
+        members = [_FullResolutionSums(plan, self.gains, h, w, n_bands) for plan in plans]
+        shared = _full_resolution_tile(src, members, tile, row0, col0, h, w, self.cast_uint16)
+        for s in members:
+            s.errors = s.errors.part(tile[0], tile[1] - tile[0])
+            s.plan = s.kernels = None  # what travels back: the sums
+        return shared, members
+
+
+def _finish_full_rows(members, plans, sums, shared, ms_bands, h, w, rows_out, maps_out, groups_out, notes, log):
+    """The rows of a window's rasters from their block sums."""
+    q_low, q_ms_pairs, blocks = shared["q_low"], shared["q_ms_pairs"], shared["blocks"]
+    n_bands = len(ms_bands)
+    for k in members:
+        s, plan = sums[k], plans[k]
+        d_lambda = 1.0 - s.q2n / s.q2n_blocks
+        d_s = float(np.mean(np.abs(s.q_high / blocks - q_low / blocks)))
+        d_lambda_qnr = float(np.mean(np.abs(s.q_fused_pairs - q_ms_pairs) / blocks)) if n_bands > 1 \
+            else float("nan")
+        ov, (dr, dc) = plan["overlap"], plan["offset"]
+        row = dict(name=plan["name"], path=plan["grid"].path, bands=n_bands, ms_bands=list(ms_bands),
+                   window=(ov.a_col + dc, ov.a_row + dr, w, h), nodata_fraction=s.bad_pixels / float(h * w),
+                   d_lambda=float(d_lambda), d_s=d_s, hqnr=metrics.hqnr(d_lambda, d_s),
+                   d_lambda_qnr=d_lambda_qnr, qnr=metrics.qnr(d_lambda_qnr, d_s), seconds=s.seconds)
+        log(f"{plan['name']}: " + ", ".join(f"{INDICES[key][0]} {row[key]:.4f}" for key in FULL_KEYS))
+        if s.nan_blocks:
+            notes.append(f"{plan['name']}: in {s.nan_blocks} block comparisons both images are constant, "
+                         "so Q is undefined (0/0) and the index that uses it is NaN, as in the toolbox.")
+        rows_out[k] = row
+        maps_out[k] = s.errors.maps()
+        groups_out[k] = [label for label, _ in s.groups]
+
 
 @user_errors
 @_bounded_gdal_cache
 def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, cast_uint16: Optional[bool] = None,
                 tile_size: int = FULL_TILE, progress: Optional[Callable] = None,
-                is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
+                is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None,
+                scheduler: Optional[str] = None) -> dict:
     """Full-resolution indices of each fused raster against the PAN and MS it was made from (METHODS.md §3.3).
 
     ``D_lambda`` (Khan) = 1 - Q2n(MS_up, MTF(F)); ``D_s`` = mean_b |Q(F_b, P) - Q(MS_up_b, P_LP)| with
@@ -636,7 +836,9 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
     Q2n (default: when the MS holds integer counts). ``tile_size``: PAN pixels per tile side (rounded to a
     multiple of 32); memory is a few times ``bands * tile_size^2`` values per raster assessed together.
     Rasters with the same window and bands are assessed together, tile by tile, so that the interpolated MS
-    and PAN of a tile are computed once for all of them.
+    and PAN of a tile are computed once for all of them. ``scheduler``: the address of a Dask scheduler
+    whose workers compute the tiles (the same numbers, bit for bit: :class:`FullResolutionTiles`); empty:
+    this process.
 
     Returns ``dict(mode='full', pan, ms, ratio, sensor, notes, groups, rows=[{name, path, bands, ms_bands,
     window, nodata_fraction, seconds, d_lambda, d_s, hqnr, d_lambda_qnr, qnr}], error_maps, error_map_label)``.
@@ -680,71 +882,42 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
     rows_out = [None] * len(plans)
     maps_out = [None] * len(plans)
     groups_out = [None] * len(plans)
-    for (ms_bands, (row0, col0, h, w)), members in groups.items():
-        info = plans[members[0]]["info"]
-        src = _FullResolutionTiles(info)
-        n_bands = len(ms_bands)
-        i, j = np.triu_indices(n_bands, k=1)
-        gains = sens.gains_for(list(ms_bands), band_count=ms_count)
-        sums = {k: _FullResolutionSums(plans[k], gains, h, w, n_bands) for k in members}
-        q_low = np.zeros(n_bands)
-        q_ms_pairs = np.zeros(len(i))
-        blocks = 0
-        for t0 in range(0, h, tile):
-            for u0 in range(0, w, tile):
-                if is_cancelled is not None and is_cancelled():
-                    raise Cancelled("The assessment was cancelled.")
-                start = time.perf_counter()
-                t1, u1 = min(t0 + tile, h), min(u0 + tile, w)
-                p0, p1, q0, q1 = row0 + t0, row0 + t1, col0 + u0, col0 + u1
-                ms_up = src.ms_up(p0, p1, q0, q1)
-                pan = src.pan(p0, p1, q0, q1)
-                q_map = metrics.q_block_map(ms_up, src.pan_lowres_up(p0, p1, q0, q1)[None], BLOCK)
-                q_low += q_map.sum(axis=(1, 2))
-                nan_blocks = int(np.isnan(q_map).sum())
-                if n_bands > 1:
-                    q_map = metrics.q_block_map(ms_up[i], ms_up[j], BLOCK)
-                    q_ms_pairs += q_map.sum(axis=(1, 2))
-                    nan_blocks += int(np.isnan(q_map).sum())
-                blocks += (t1 - t0) // BLOCK * ((u1 - u0) // BLOCK)
-                shared = (time.perf_counter() - start) / len(members)
-                for k in members:
-                    start = time.perf_counter()
-                    s = sums[k]
-                    fused, fused_lp = s.fused_tile(t0, t1, u0, u1, h, w)
-                    _, q_map = metrics.q2n(ms_up, fused_lp, BLOCK, BLOCK, cast_uint16=cast_uint16, return_map=True)
-                    s.q2n += float(q_map.sum())
-                    s.q2n_blocks += q_map.size
-                    q_map = metrics.q_block_map(fused, pan[None], BLOCK)
-                    s.q_high += q_map.sum(axis=(1, 2))
-                    s.nan_blocks += nan_blocks + int(np.isnan(q_map).sum())
-                    if n_bands > 1:
-                        q_map = metrics.q_block_map(fused[i], fused[j], BLOCK)
-                        s.q_fused_pairs += q_map.sum(axis=(1, 2))
-                        s.nan_blocks += int(np.isnan(q_map).sum())
-                    s.errors.add(fused_lp - ms_up, t0, u0)
-                    s.seconds += shared + time.perf_counter() - start
-                    done += (t1 - t0) * (u1 - u0)
+    with cluster.connect(scheduler, log, paths + [pan_path, ms_path]) as executor:
+        for (ms_bands, (row0, col0, h, w)), members in groups.items():
+            n_bands = len(ms_bands)
+            gains = sens.gains_for(list(ms_bands), band_count=ms_count)
+            sums = {k: _FullResolutionSums(plans[k], gains, h, w, n_bands) for k in members}
+            shared = dict(q_low=np.zeros(n_bands), q_ms_pairs=np.zeros(len(np.triu_indices(n_bands, k=1)[0])),
+                          nan_blocks=0, blocks=0)
+            tiles = [(t0, min(t0 + tile, h), u0, min(u0 + tile, w))
+                     for t0 in range(0, h, tile) for u0 in range(0, w, tile)]
+            if executor is None:
+                src = _FullResolutionTiles(plans[members[0]]["info"])
+                for t in tiles:
+                    if is_cancelled is not None and is_cancelled():
+                        raise Cancelled("The assessment was cancelled.")
+                    _add_shared(shared, _full_resolution_tile(src, [sums[k] for k in members], t, row0, col0,
+                                                              h, w, cast_uint16))
+                    done += (t[1] - t[0]) * (t[3] - t[2]) * len(members)
                     if progress is not None:
                         progress(done / total)
-        for k in members:
-            s, plan = sums[k], plans[k]
-            d_lambda = 1.0 - s.q2n / s.q2n_blocks
-            d_s = float(np.mean(np.abs(s.q_high / blocks - q_low / blocks)))
-            d_lambda_qnr = float(np.mean(np.abs(s.q_fused_pairs - q_ms_pairs) / blocks)) if n_bands > 1 \
-                else float("nan")
-            ov, (dr, dc) = plan["overlap"], plan["offset"]
-            row = dict(name=plan["name"], path=plan["grid"].path, bands=n_bands, ms_bands=list(ms_bands),
-                       window=(ov.a_col + dc, ov.a_row + dr, w, h), nodata_fraction=s.bad_pixels / float(h * w),
-                       d_lambda=float(d_lambda), d_s=d_s, hqnr=metrics.hqnr(d_lambda, d_s),
-                       d_lambda_qnr=d_lambda_qnr, qnr=metrics.qnr(d_lambda_qnr, d_s), seconds=s.seconds)
-            log(f"{plan['name']}: " + ", ".join(f"{INDICES[key][0]} {row[key]:.4f}" for key in FULL_KEYS))
-            if s.nan_blocks:
-                notes.append(f"{plan['name']}: in {s.nan_blocks} block comparisons both images are constant, "
-                             "so Q is undefined (0/0) and the index that uses it is NaN, as in the toolbox.")
-            rows_out[k] = row
-            maps_out[k] = s.errors.maps()
-            groups_out[k] = [label for label, _ in s.groups]
+            else:
+                task = FullResolutionTiles([plans[k] for k in members], gains, (row0, col0, h, w), cast_uint16)
+                log(f"Assessing {len(tiles)} tiles of {len(members)} raster(s) on {executor.label}.")
+                group_done = done
+
+                def merge(t, part):
+                    nonlocal done
+                    _add_shared(shared, part[0])
+                    for k, theirs in zip(members, part[1]):
+                        sums[k].absorb(theirs)
+                    done += (t[1] - t[0]) * (t[3] - t[2]) * len(members)
+
+                executor.run_tiles(tiles, task, merge, progress and (
+                    lambda fraction: progress((group_done + fraction * h * w * len(members)) / total)),
+                    is_cancelled)
+            _finish_full_rows(members, plans, sums, shared, ms_bands, h, w, rows_out, maps_out, groups_out,
+                              notes, log)
     if any(r["nodata_fraction"] > 0 for r in rows_out):
         notes.append("Some pixels of a fused raster are no-data (NaN, or its nodata value): they count as 0, "
                      "as in the toolbox; see the no-data column.")

@@ -671,6 +671,69 @@ class RunningIndices:
         self._q2n_pending = None  # (ref, fus) rows of the unfinished block row, cast
         self._q2n_recent = None  # (ref, fus) last <= block rows, cast
 
+    # -- strips computed apart (a cluster's workers) -----------------------------------------------------
+    SEED_ROWS = 32  # rows above a strip that ``resume`` needs: max(block, the Sobel's 3, Q's block - 1)
+
+    @classmethod
+    def resume(cls, start_row: int, seed_reference, seed_fused, seed_invalid=None, **options) -> "RunningIndices":
+        """A running state for the strip that starts at ``start_row``, as if the rows above had been fed, but
+        with every sum at zero: ``seed_*`` are the ``min(start_row, max(block, SEED_ROWS))`` rows just above
+        it. Feed it that one strip and give it to :meth:`absorb` of the state that holds the rows above:
+        the result is bit-identical to feeding the strip there."""
+        state = cls(**options)
+        if start_row == 0:
+            return state
+        ref, fus = _pair(seed_reference, seed_fused)
+        b = state.block
+        need = min(start_row, max(b, cls.SEED_ROWS))
+        if ref.shape[1] != need:
+            raise PansharpenError(f"resume at row {start_row} needs the {need} rows above it; got {ref.shape[1]}.")
+        if seed_invalid is not None and seed_invalid.any():
+            ref, fus = ref.copy(), fus.copy()
+            ref[:, seed_invalid] = 0.0
+            fus[:, seed_invalid] = 0.0
+        c, w = ref.shape[0], ref.shape[2]
+        state._shape = (c, w)
+        state.rows = start_row
+        state._sse, state._ref_sum, state._qi_sum = np.zeros(c), np.zeros(c), np.zeros(c)
+        state._scc_tail = (ref[:, -3:], fus[:, -3:])
+        state._scc_next = max(1, start_row - 2) if start_row >= 4 else 1
+        kept = min(ref.shape[1], b - 1)
+        state._qi_tail = (ref[:, ref.shape[1] - kept:], fus[:, fus.shape[1] - kept:])
+        if state.cast_uint16:
+            ref, fus = to_uint16_matlab(ref), to_uint16_matlab(fus)
+        pending = start_row % b
+        state._q2n_pending = (ref[:, ref.shape[1] - pending:], fus[:, fus.shape[1] - pending:])
+        state._q2n_recent = (ref[:, -b:], fus[:, -b:])
+        return state
+
+    def absorb(self, later: "RunningIndices") -> None:
+        """Take in ``later``: a :meth:`resume` state started where this one ends, fed one strip."""
+        if later.rows == self.rows:
+            return
+        if self._shape is None:  # ``later`` started at row 0: it is the whole state so far
+            self.__dict__.update(later.__dict__)
+            return
+        self._excluded += later._excluded
+        self.rows = later.rows
+        self._sam[0] += later._sam[0]
+        self._sam[1] += later._sam[1]
+        self._sse += later._sse
+        self._ref_sum += later._ref_sum
+        self._scc += later._scc
+        self._scc_next, self._scc_tail = later._scc_next, later._scc_tail
+        self._qi_sum += later._qi_sum
+        self._qi_count += later._qi_count
+        self._qi_tail = later._qi_tail
+        self._q2n_sum += later._q2n_sum
+        self._q2n_count += later._q2n_count
+        self._q2n_pending, self._q2n_recent = later._q2n_pending, later._q2n_recent
+
+    def drop_tails(self) -> None:
+        """Forget the rows kept for the next strip (a strip computed apart that is not the image's last: the
+        state that absorbs it needs its sums only, and :meth:`result` the tails of the last strip)."""
+        self._scc_tail = self._qi_tail = self._q2n_pending = self._q2n_recent = None
+
     # -- feeding -----------------------------------------------------------------------------------------
     def update(self, reference_rows, fused_rows, invalid=None) -> None:
         """Add the next strip: ``reference_rows``, ``fused_rows`` (C, h, W) (a 2-D (h, W) array is one band).
@@ -756,10 +819,12 @@ class RunningIndices:
         buf_ref = np.concatenate([self._q2n_pending[0], ref], axis=1)
         buf_fus = np.concatenate([self._q2n_pending[1], fus], axis=1)
         full = buf_ref.shape[1] // b
-        for k in range(full):
+        strip_sum = 0.0  # one addition per strip to the running sum: a strip computed elsewhere (``absorb``) adds
+        for k in range(full):  # exactly what it adds here
             norms = self._q2n_row(buf_ref[:, k * b:(k + 1) * b], buf_fus[:, k * b:(k + 1) * b])
-            self._q2n_sum += norms.sum()
+            strip_sum += norms.sum()
             self._q2n_count += norms.size
+        self._q2n_sum += strip_sum
         self._q2n_pending = (buf_ref[:, full * b:], buf_fus[:, full * b:])
         recent_ref = np.concatenate([self._q2n_recent[0], ref], axis=1)
         recent_fus = np.concatenate([self._q2n_recent[1], fus], axis=1)
@@ -868,3 +933,18 @@ class RunningSSIM:
 
     def result(self) -> float:
         return self.total / self.count if self.count else float("nan")
+
+    @classmethod
+    def resume(cls, seed_reference, seed_fused, data_range: float, size: int = SSIM_WINDOW) -> "RunningSSIM":
+        """The state for a strip whose ``size - 1`` rows above are ``seed_*`` (None at the image's top), sums
+        at zero (see ``RunningIndices.resume``)."""
+        state = cls(data_range, size)
+        if seed_reference is not None:
+            state.tail = (np.asarray(seed_reference, np.float64)[:, -(size - 1):],
+                          np.asarray(seed_fused, np.float64)[:, -(size - 1):])
+        return state
+
+    def absorb(self, later: "RunningSSIM") -> None:
+        self.total += later.total
+        self.count += later.count
+        self.tail = later.tail

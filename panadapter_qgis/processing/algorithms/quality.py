@@ -182,6 +182,7 @@ class AssessAlgorithm(QualityAlgorithm):
             QgsProcessingParameterFileDestination(self.OUTPUT_CSV, tr("Quality table (CSV)"),
                                                   tr("CSV files (*.csv)"), optional=True,
                                                   createByDefault=False),
+            scheduler_parameter(),
         ])
         for name, label in self.NUMBER_LABELS.items():
             self.addOutput(QgsProcessingOutputNumber(name, tr(label)))
@@ -219,7 +220,8 @@ class AssessAlgorithm(QualityAlgorithm):
 
         assess, _, PansharpenError = load_backend()
         common = dict(progress=lambda fraction: feedback.setProgress(100.0 * fraction),
-                      is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
+                      is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
+                      scheduler=scheduler(self, parameters, context))
         try:
             if reference:
                 feedback.pushInfo(f"Reduced resolution: {len(fused)} raster(s) against "
