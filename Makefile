@@ -153,6 +153,7 @@ bench-cluster: venv
 bench: venv
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_speed.py --large
+	$(PY) bench/bench_defaults.py
 	$(PY) bench/bench_deep_speed.py
 	$(PY) bench/bench_memory.py
 

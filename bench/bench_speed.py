@@ -12,7 +12,7 @@ session). Ours runs twice per round for that: a cold process that imports only t
 ``qgis_process`` or a session's first run does (torch then imports on a thread while GDAL opens the pair,
 ``device.preload_torch``), gives the process column; one that imported torch first gives the work column
 (a later run in the same QGIS session). Every tool writes the same
-output: a tiled GeoTIFF with our creation options (256-pixel tiles, DEFLATE level 1 on all CPUs, band
+output: a tiled GeoTIFF with our creation options (512-pixel blocks, DEFLATE level 1 on all CPUs, band
 interleave, the horizontal predictor: floating-point for float types), in the MS data type; the previous
 run's output is deleted first.
 GDAL runs ``gdal_pansharpen.py`` (weighted Brovey, equal weights, cubic resampling, all CPUs).
@@ -35,7 +35,7 @@ REPO = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "pansharpening")
 OUT = os.path.join(HERE, "out")
 # the creation options of ours (raster.TiledGeoTiff), PREDICTOR added by gdal_cmd for the output type
-CREATION = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS",
+CREATION = ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "COMPRESS=DEFLATE", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS",
             "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
 SENSORS = {"wv3_cristianics": 2, "landsat8_istanbul": 8, "zhengzhou_4band": 0}
 

@@ -62,7 +62,8 @@ def test_output_on_pan_grid_with_ms_bands_and_type(data_dir, tmp_path, name, sen
     assert ds.RasterXSize == result["ratio"] * (ds.RasterXSize // result["ratio"])
     structure = ds.GetMetadata("IMAGE_STRUCTURE")
     assert structure.get("COMPRESSION") == "DEFLATE"
-    assert ds.GetRasterBand(1).GetBlockSize() == [256, 256]
+    block = 512 if min(ds.RasterXSize, ds.RasterYSize) >= 512 else 256  # COG-sized blocks unless it is small
+    assert ds.GetRasterBand(1).GetBlockSize() == [block, block]
     assert np.isfinite(arr.astype(np.float64)).all()
 
 
@@ -121,6 +122,34 @@ def test_output_does_not_depend_on_tile_size(data_dir, tmp_path, method):
     scale = np.abs(a[valid]).max()
     assert np.abs(a[valid] - b[valid]).max() <= 1e-4 * scale
     assert (a == 0).sum() == (b == 0).sum()
+
+
+def test_blocks_written_as_tiles_finish_leave_the_same_file(data_dir, tmp_path, monkeypatch):
+    """The writer compresses a tile's whole blocks as soon as it has them (on its thread, while the next tile
+    is computed); tiles that do not cover whole blocks stay in GDAL's cache until the end, so that no block is
+    compressed twice. Either way: the same pixels, and no larger file."""
+    from panadapter_qgis.backend import raster
+
+    flushes = []
+    original = raster.TiledGeoTiff._whole_blocks
+    monkeypatch.setattr(raster.TiledGeoTiff, "_whole_blocks",
+                        lambda self, *a: flushes.append(original(self, *a)) or flushes[-1])
+    pan, ms = scene(data_dir, "wv3_cristianics")
+    sizes, pixels = {}, {}
+    for tile in (512, 200, 4096):
+        out = str(tmp_path / f"t{tile}.tif")
+        flushes.clear()
+        pansharpen(pan, ms, out, "mtf_glp_fs", sensor=2, tile_size=tile)
+        assert gdal.Open(out).GetRasterBand(1).GetBlockSize() == [512, 512]
+        sizes[tile], pixels[tile] = os.path.getsize(out), read(out)[1]
+        if tile == 200:
+            assert not any(flushes)   # 200-pixel tiles never hold a whole 512-pixel block column
+        else:
+            assert any(flushes)
+    scale = np.abs(pixels[4096]).max()
+    for tile in (512, 200):   # the tile size changes only the order of float sums (see the test above)
+        assert np.abs(pixels[tile] - pixels[4096]).max() <= 1e-4 * scale
+    assert max(sizes.values()) <= 1.01 * min(sizes.values()), sizes
 
 
 def _copy(src, dst, **translate):

