@@ -202,8 +202,11 @@ def test_a_signal_during_a_run_leaves_no_partial_file(wv3, tmp_path, signum):
     folder.mkdir()
     output = folder / "fused.tif"
     script = _SLOW_RUN.format(root=str(REPO_ROOT), pan=pan, ms=ms, out=str(output))
+    # the default dispositions, whatever this suite inherited (a run started in the background by a shell
+    # ignores SIGINT, one under nohup SIGHUP: the child would not be stopped at all)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                               text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                               preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     _wait_for_partial(folder, process)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
