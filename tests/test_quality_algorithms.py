@@ -27,7 +27,8 @@ def test_parameters_and_outputs_follow_the_contract(panadapter_provider):
     assert degrade.parameterDefinition("PAN_MODE").options()[1].startswith("Bicubic")
     parameters = {p.name(): p for p in assess.parameterDefinitions()}
     assert list(parameters) == ["FUSED", "REFERENCE", "PAN", "MS", "SENSOR", "DIM_CUT", "RATIO", "OUTPUT_HTML",
-                                "OUTPUT_CSV"]
+                                "OUTPUT_CSV", "SCHEDULER"]
+    assert parameters["SCHEDULER"].flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert parameters["FUSED"].type() == "multilayer"
     assert parameters["DIM_CUT"].defaultValue() == 21
     assert parameters["SENSOR"].options()[9].startswith("Sentinel-2")
