@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 
@@ -24,18 +23,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from bench_deep_speed import QGIS_PROCESS, qgis_env  # noqa: E402
 from bench_speed import mosaic_vrt  # noqa: E402
 
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SCENE = os.path.join(os.path.dirname(REPO), "shared", "data", "pretraining", "pairmax_rr", "w2_miam_mix")
 SENSOR = 1  # WorldView-2
-
-
-def qgis_env(profile):
-    env = {k: v for k, v in os.environ.items() if k not in ("QGIS_CUSTOM_CONFIG_PATH", "PYTHONPATH")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=profile, QGIS_PLUGINPATH=REPO,
-               PYTHONPATH=sysconfig.get_paths()["purelib"])
-    return env
 
 
 def run(args, env, out):

@@ -16,17 +16,14 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from bench_deep_speed import QGIS_PROCESS, qgis_env  # noqa: E402
 from bench_gpu import SCENE, SENSOR, mosaic  # noqa: E402
-
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 
 
 def main(argv=None):
@@ -44,9 +41,7 @@ def main(argv=None):
     mp = mosaic(os.path.join(SCENE, "pan.tif"), pan, copies)
     mosaic(os.path.join(SCENE, "ms.tif"), ms, copies)
     profile = os.path.join(tmp, "profile")
-    env = {k: v for k, v in os.environ.items() if k not in ("QGIS_CUSTOM_CONFIG_PATH", "PYTHONPATH")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=profile, QGIS_PLUGINPATH=REPO,
-               PYTHONPATH=sysconfig.get_paths()["purelib"])
+    env = qgis_env(profile)
     subprocess.run([QGIS_PROCESS, "plugins", "enable", "panadapter_qgis"], env=env, capture_output=True, check=True)
     out = os.path.join(tmp, "fused.tif")
     t = time.time()

@@ -108,6 +108,21 @@ def nodata_values(path):
     return [ds.GetRasterBand(b).GetNoDataValue() for b in range(1, ds.RasterCount + 1)]
 
 
+def recording_feedback():
+    """A Processing feedback that keeps the lines of the run log (``lines``)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    return Feedback()
+
+
 def leftovers(folder):
     return [name for name in os.listdir(folder) if name.endswith(".part.tif")]
 
@@ -405,7 +420,7 @@ def test_without_dask_the_error_says_how_to_install_it(crop, tmp_path, monkeypat
 def test_the_algorithms_take_scheduler_from_the_parameter_or_the_environment(cluster, crop, tmp_path,
                                                                              panadapter_provider, monkeypatch):
     import processing
-    from qgis.core import QgsApplication, QgsProcessingFeedback, QgsProcessingParameterDefinition
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
 
     address, _ = cluster
     registry = QgsApplication.processingRegistry()
@@ -417,13 +432,7 @@ def test_the_algorithms_take_scheduler_from_the_parameter_or_the_environment(clu
     algorithm = registry.createAlgorithmById("panadapter:mtf_glp_fs")
     assert algorithm.parameterDefinition("SCHEDULER").defaultValue() == address
 
-    class Feedback(QgsProcessingFeedback):
-        lines = []
-
-        def pushInfo(self, info):  # noqa: N802
-            self.lines.append(info)
-
-    feedback = Feedback()
+    feedback = recording_feedback()
     here, there = str(tmp_path / "here.tif"), str(tmp_path / "there.tif")
     common = {"PAN": crop[0], "MS": crop[1], "SENSOR": 8, "DEVICE": 1, "TILE_SIZE": 64}
     processing.run("panadapter:mtf_glp_fs", {**common, "SCHEDULER": "", "OUTPUT": here})
@@ -457,26 +466,19 @@ def test_the_assess_algorithm_sends_its_strips_to_scheduler(cluster, assessed, p
     import json
 
     import processing
-    from qgis.core import QgsProcessingFeedback
 
     address, _ = cluster
     fused, reference, _ = assessed
-
-    class Feedback(QgsProcessingFeedback):
-        lines = []
-
-        def pushInfo(self, info):  # noqa: N802
-            self.lines.append(info)
-
     results = {}
     for where, value in (("here", ""), ("there", address)):
+        feedback = recording_feedback()
         out = processing.run("panadapter:assess", {"FUSED": fused, "REFERENCE": reference, "SENSOR": 8,
                                                    "SCHEDULER": value, "OUTPUT_HTML": None},
-                             feedback=Feedback())
+                             feedback=feedback)
         rows = json.loads(out["RESULTS"])["rows"]
         results[where] = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     assert results["here"] == results["there"] and len(results["here"]) == 2
-    assert any("strips on Dask cluster" in line for line in Feedback.lines), Feedback.lines
+    assert any("strips on Dask cluster" in line for line in feedback.lines), feedback.lines
 
 
 def test_without_a_scheduler_dask_is_not_imported(crop, hs_pair, tmp_path):

@@ -396,6 +396,24 @@ def _ratio(ratio, fused_grids, ref: _Grid, notes):
                           "(4 for WorldView, QuickBird, Pleiades; 2 for Landsat and Sentinel-2).")
 
 
+def _strip_geometry(plans):
+    """Where each fused raster's assessed window lies, in its own pixels and the reference's (picklable)."""
+    return [dict(path=g.path, f_bands=f_bands, r_bands=r_bands,
+                 fused_at=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start),
+                 reference_at=(ov.b_col + cols_cut.start, ov.b_row + rows_cut.start),
+                 rows=rows_cut.stop - rows_cut.start, cols=cols_cut.stop - cols_cut.start)
+            for g, ov, f_bands, r_bands, rows_cut, cols_cut in plans]
+
+
+def _read_strip(fused: _Grid, ref: _Grid, geometry: dict, top: int, rows: int):
+    """Rows top..top+rows-1 of the assessed window: (fused, reference, no-data mask), non-finite values zeroed."""
+    (fc, fr0), (rc, rr0) = geometry["fused_at"], geometry["reference_at"]
+    fr = _read(fused.ds, geometry["f_bands"], fc, fr0 + top, geometry["cols"], rows)
+    rr = _read(ref.ds, geometry["r_bands"], rc, rr0 + top, geometry["cols"], rows)
+    bad = _invalid(fr, fused.nodata) | _invalid(rr, ref.nodata)
+    return _finite(fr), _finite(rr), bad
+
+
 class ReducedStrips:
     """``assess_reduced``'s strips on a Dask cluster's workers (``cluster.Cluster.run_tiles``). A strip is
     read with the rows above it that the running indices keep between strips
@@ -403,14 +421,9 @@ class ReducedStrips:
     the final result needs), which this machine absorbs in order: the numbers are those of an in-process run,
     bit for bit. Each worker thread opens the rasters once."""
 
-    def __init__(self, reference_path, plans, groups, options):
+    def __init__(self, reference_path, geometry, groups, options):
         self.reference = reference_path
-        self.plans = [dict(path=g.path, f_bands=f_bands, r_bands=r_bands,
-                           fused_at=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start),
-                           reference_at=(ov.b_col + cols_cut.start, ov.b_row + rows_cut.start),
-                           rows=rows_cut.stop - rows_cut.start, cols=cols_cut.stop - cols_cut.start, groups=groups[k])
-                      for k, (g, ov, f_bands, r_bands, rows_cut, cols_cut) in enumerate(plans)]
-        self.options = options
+        self.geometry, self.groups, self.options = geometry, groups, options
 
     def setup(self):
         return _open_grid(self.reference, "reference"), {}
@@ -418,23 +431,18 @@ class ReducedStrips:
     def __call__(self, job, item):
         ref, fused = job
         k, top, n, last = item
-        plan = self.plans[k]
+        geometry = self.geometry[k]
         if k not in fused:
-            fused[k] = _open_grid(plan["path"], "fused")
-        g, w = fused[k], plan["cols"]
+            fused[k] = _open_grid(geometry["path"], "fused")
         seed = min(top, max(BLOCK, metrics.RunningIndices.SEED_ROWS))
-        (fc, fr0), (rc, rr0) = plan["fused_at"], plan["reference_at"]
-        fr = _read(g.ds, plan["f_bands"], fc, fr0 + top - seed, w, seed + n)
-        rr = _read(ref.ds, plan["r_bands"], rc, rr0 + top - seed, w, seed + n)
-        bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
-        fr, rr = _finite(fr), _finite(rr)
+        fr, rr, bad = _read_strip(fused[k], ref, geometry, top - seed, seed + n)
         running = metrics.RunningIndices.resume(top, rr[:, :seed], fr[:, :seed], bad[:seed], **self.options)
         structure = metrics.RunningSSIM.resume(rr[:, :seed] if seed else None, fr[:, :seed],
                                                self.options["data_range"])
         fr, rr, bad = fr[:, seed:], rr[:, seed:], bad[seed:]
         running.update(rr, fr, bad)
         structure.update(rr, fr)
-        errors = _ErrorMap(plan["rows"], w, plan["groups"])
+        errors = _ErrorMap(geometry["rows"], geometry["cols"], self.groups[k])
         errors.add(fr - rr, top, 0)
         if not last:
             running.drop_tails()
@@ -491,9 +499,10 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
     total_rows = sum(p[4].stop - p[4].start for p in plans)
     done = 0
     rows_out, maps_out, groups_out = [], [], []
+    geometry = _strip_geometry(plans)
     strips = []  # per raster: (running indices, running SSIM, error map, rows per strip)
-    for g, ov, f_bands, r_bands, rows_cut, cols_cut in plans:
-        h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
+    for (g, _, f_bands, _, _, _), geo in zip(plans, geometry):
+        h, w = geo["rows"], geo["cols"]
         groups = band_groups([g.descriptions[b - 1] for b in f_bands])
         strips.append((metrics.RunningIndices(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16),
                        metrics.RunningSSIM(peak), _ErrorMap(h, w, groups),
@@ -502,19 +511,15 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
     seconds = [0.0] * len(plans)
     with cluster.connect(scheduler, log, paths + [reference_path]) as executor:
         if executor is None:
-            for k, (g, ov, f_bands, r_bands, rows_cut, cols_cut) in enumerate(plans):
+            for k, (plan, geo) in enumerate(zip(plans, geometry)):
                 t0 = time.perf_counter()
                 running, structure, errors, strip = strips[k]
-                h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
-                for top in range(0, h, strip):
+                for top in range(0, geo["rows"], strip):
                     if is_cancelled is not None and is_cancelled():
                         raise Cancelled("The assessment was cancelled.")
-                    n = min(strip, h - top)
-                    fr = _read(g.ds, f_bands, ov.a_col + cols_cut.start, ov.a_row + rows_cut.start + top, w, n)
-                    rr = _read(ref.ds, r_bands, ov.b_col + cols_cut.start, ov.b_row + rows_cut.start + top, w, n)
-                    bad = _invalid(fr, g.nodata) | _invalid(rr, ref.nodata)
+                    n = min(strip, geo["rows"] - top)
+                    fr, rr, bad = _read_strip(plan[0], ref, geo, top, n)
                     bad_pixels[k] += int(bad.sum())
-                    fr, rr = _finite(fr), _finite(rr)
                     running.update(rr, fr, bad)
                     structure.update(rr, fr)
                     errors.add(fr - rr, top, 0)
@@ -523,11 +528,11 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
                         progress(done / total_rows)
                 seconds[k] = time.perf_counter() - t0
         else:
-            task = ReducedStrips(reference_path, plans, [s[2].groups for s in strips],
+            task = ReducedStrips(reference_path, geometry, [s[2].groups for s in strips],
                                  dict(ratio=ratio, data_range=peak, block=BLOCK, cast_uint16=cast_uint16))
-            items = [(k, top, min(strip, p[4].stop - p[4].start - top), top + strip >= p[4].stop - p[4].start)
-                     for k, (p, (_, _, _, strip)) in enumerate(zip(plans, strips))
-                     for top in range(0, p[4].stop - p[4].start, strip)]
+            items = [(k, top, min(strip, geo["rows"] - top), top + strip >= geo["rows"])
+                     for k, (geo, (_, _, _, strip)) in enumerate(zip(geometry, strips))
+                     for top in range(0, geo["rows"], strip)]
             log(f"Assessing {len(items)} strips on {executor.label}.")
             start = [time.perf_counter()]
 
@@ -543,12 +548,12 @@ def assess_reduced(fused_paths, reference_path: str, ratio: Optional[int] = None
                     start[0] = time.perf_counter()
 
             executor.run_tiles(items, task, absorb, progress, is_cancelled)
-    for k, (name, (g, ov, f_bands, r_bands, rows_cut, cols_cut)) in enumerate(zip(names, plans)):
+    for k, (name, (g, _, f_bands, r_bands, _, _), geo) in enumerate(zip(names, plans, geometry)):
         running, structure, errors, _ = strips[k]
-        h, w = rows_cut.stop - rows_cut.start, cols_cut.stop - cols_cut.start
+        h, w = geo["rows"], geo["cols"]
         row = dict(name=name, path=g.path, bands=len(f_bands), reference_bands=r_bands,
-                   window=(ov.a_col + cols_cut.start, ov.a_row + rows_cut.start, w, h),
-                   nodata_fraction=bad_pixels[k] / float(h * w), seconds=seconds[k])
+                   window=(*geo["fused_at"], w, h), nodata_fraction=bad_pixels[k] / float(h * w),
+                   seconds=seconds[k])
         row.update(running.result())
         row["ssim"] = structure.result()
         log(f"{name}: " + ", ".join(f"{INDICES[key][0]} {row[key]:.4f}" for key in REDUCED_KEYS))
@@ -888,7 +893,7 @@ def assess_full(fused_paths, pan_path: str, ms_path: str, sensor: int = 0, *, ca
             gains = sens.gains_for(list(ms_bands), band_count=ms_count)
             sums = {k: _FullResolutionSums(plans[k], gains, h, w, n_bands) for k in members}
             shared = dict(q_low=np.zeros(n_bands), q_ms_pairs=np.zeros(len(np.triu_indices(n_bands, k=1)[0])),
-                          nan_blocks=0, blocks=0)
+                          blocks=0)
             tiles = [(t0, min(t0 + tile, h), u0, min(u0 + tile, w))
                      for t0 in range(0, h, tile) for u0 in range(0, w, tile)]
             if executor is None:

@@ -697,7 +697,7 @@ class RunningIndices:
         state.rows = start_row
         state._sse, state._ref_sum, state._qi_sum = np.zeros(c), np.zeros(c), np.zeros(c)
         state._scc_tail = (ref[:, -3:], fus[:, -3:])
-        state._scc_next = max(1, start_row - 2) if start_row >= 4 else 1
+        state._scc_next = start_row - 2 if start_row >= 4 else 1
         kept = min(ref.shape[1], b - 1)
         state._qi_tail = (ref[:, ref.shape[1] - kept:], fus[:, fus.shape[1] - kept:])
         if state.cast_uint16:

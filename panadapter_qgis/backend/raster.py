@@ -464,9 +464,7 @@ def _on_signal(signum, frame):
     """SIGTERM or SIGHUP while partial files are being written: remove them, then do what the signal did
     before (by default: end the process, killed by that signal, as without this handler)."""
     with _partial_lock:
-        for path in list(_partial_files):
-            _remove_quietly(path)
-        _partial_files.clear()
+        _remove_all_partials()
         previous = _restore_handlers()
     handler = previous.get(signum, signal.SIG_DFL)
     if callable(handler):
