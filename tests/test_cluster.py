@@ -358,6 +358,28 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, crop, tmp_path):
     client.wait_for_workers(2, timeout=60)   # the nanny restarts it
 
 
+def test_tiles_the_scheduler_forgets_are_submitted_again(cluster, crop, tmp_path):
+    """The intermittent case of a killed worker, made to happen: the scheduler forgets the run's pending tiles
+    (here another client cancels them by force); the run submits them again and writes the same pixels."""
+    address, client = cluster
+    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
+    pansharpen(*crop, str(here), "mtf_glp_fs", sensor=8, tile_size=32, device="cpu")
+    dropped = []
+
+    def ours(dask_scheduler):
+        return [key for key in dask_scheduler.tasks if str(key).startswith("panadapter-")]
+
+    def progress(fraction):
+        if fraction > 0.6 and not dropped:
+            dropped.extend(client.run_on_scheduler(ours))
+            client.cancel([distributed.Future(key, client) for key in dropped], force=True)
+
+    pansharpen(*crop, str(there), "mtf_glp_fs", sensor=8, tile_size=32, device="cpu", scheduler=address,
+               progress=progress)
+    assert dropped
+    assert np.array_equal(pixels(here)[0], pixels(there)[0])
+
+
 def test_cancel_stops_the_cluster_and_leaves_no_file(cluster, crop, tmp_path):
     address, client = cluster
     out = tmp_path / "cancelled.tif"

@@ -22,6 +22,7 @@ CONNECT_TIMEOUT = 10    # seconds to reach the scheduler (and for it to have a w
 PROBE_TIMEOUT = 60    # seconds for the workers to answer the start-of-run check
 INSTALL = 'pip install "dask[distributed]"'
 GUIDE = "docs/USER_GUIDE.md, 'Running on a cluster'"
+LOST_RETRIES = 3        # times the tiles not yet written are submitted again after the scheduler forgot them
 _JOBS_KEPT = 8          # worker-side jobs kept per worker process (a few runs' worth of threads)
 
 
@@ -159,26 +160,44 @@ class Cluster:
     def run_tiles(self, items, task, write=None, progress=None, is_cancelled=None):
         """``write(item, task(item))`` for each item in order, ``task`` computed by the workers (at most
         ``in_flight`` at a time); stops within one poll when ``is_cancelled()`` turns true, cancelling the
-        cluster's tasks. A worker that dies has its tasks recomputed by the others (Dask)."""
+        cluster's tasks. A worker that dies has its tasks recomputed by the others (Dask); where the scheduler
+        forgets them instead (the dead worker held the task's scattered copy), the task is scattered again and
+        the tiles not yet written are submitted again under new keys (``LOST_RETRIES`` times at most): a tile's
+        result does not depend on where it ran, so the output is the same."""
         from distributed.comm import CommClosedError
 
         items = list(items)
         n = len(items)
         task.token = secrets.token_hex(8)
-        shared, pending, submitted = None, collections.deque(), 0
+        shared, pending, submitted, lost = None, collections.deque(), 0, 0
         try:
             shared = self.client.scatter(task, broadcast=True, hash=False)
-            for i, item in enumerate(items):
+            i = 0
+            while i < n:
                 while submitted < n and len(pending) < self.in_flight:
                     pending.append(self.client.submit(_run, shared, items[submitted],
-                                                      key=f"panadapter-{task.token}-{submitted}"))
+                                                      key=f"panadapter-{task.token}-{lost}-{submitted}"))
                     submitted += 1
-                out = self._result(pending[0], i, n, is_cancelled)
+                try:
+                    out = self._result(pending[0], i, n, is_cancelled)
+                except concurrent.futures.CancelledError as exc:   # distributed's FutureCancelledError
+                    lost += 1
+                    if lost > LOST_RETRIES:
+                        raise PansharpenError(f"The Dask cluster {self.address} dropped tile {i + 1} of {n} "
+                                              f"{lost} times ({exc}); workers dying? Run again.") from None
+                    self.client.cancel(list(pending), force=True)
+                    pending.clear()
+                    shared.release()
+                    shared = None
+                    shared = self.client.scatter(task, broadcast=True, hash=False)
+                    submitted = i
+                    continue
                 pending.popleft().release()
                 if write is not None:
-                    write(item, out)
+                    write(items[i], out)
+                i += 1
                 if progress is not None:
-                    progress((i + 1) / n)
+                    progress(i / n)
         except CommClosedError as exc:
             raise PansharpenError(f"The connection to the Dask cluster {self.address} was lost ({exc}).") from None
         finally:
