@@ -76,7 +76,7 @@ def full_resolution(scene, folder, log):
     return {name: r["hqnr"] for (name, _), r in zip(outputs, res["rows"])}
 
 
-def run(scene, work, adapt, log, reuse=False, hqnr=False):
+def run(scene, work, adapt, log, reuse=False, hqnr=False, weights="bundled"):
     folder = os.path.join(work, scene["name"].replace("/", "_").replace(" ", "_"))
     os.makedirs(folder, exist_ok=True)
     if scene["gt"]:
@@ -95,7 +95,7 @@ def run(scene, work, adapt, log, reuse=False, hqnr=False):
     notes = []
     t = time.perf_counter()
     out = os.path.join(folder, "panadapter_zero_shot.tif")
-    sharpen_scene(pan, ms, out, sensor=scene["sensor"], float32=True, log=notes.append)
+    sharpen_scene(pan, ms, out, weights_path=weights, sensor=scene["sensor"], float32=True, log=notes.append)
     seconds["panadapter_zero_shot"] = time.perf_counter() - t
     outputs.append(("panadapter_zero_shot", out))
     from osgeo import gdal
@@ -224,6 +224,8 @@ def main(argv=None):
     ap.add_argument("--card", action="store_true", help="write the zero-shot scores into the bundled card")
     ap.add_argument("--hqnr", action="store_true",
                     help="also the full-resolution HQNR of every method on the full-resolution scenes' own pairs")
+    ap.add_argument("--weights", default="bundled",
+                    help="the zero-shot rows' weights (a .pt; default the bundled ones; then not written to the docs)")
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     scenes = test_scenes(args.work)
@@ -235,7 +237,7 @@ def main(argv=None):
     for scene in scenes:
         print(f"{scene['name']} ...", flush=True)
         results[scene["name"]], notes[scene["name"]] = run(scene, args.work, args.adapt, print, args.reuse,
-                                                                  args.hqnr)
+                                                                  args.hqnr, args.weights)
     lines = [f"# Multi-sensor test scenes ({time.strftime('%Y-%m-%d')}, {time.time() - t0:.0f} s)", ""]
     lines += summarise(results)
     lines += ["", "## Per scene", ""]
@@ -248,11 +250,11 @@ def main(argv=None):
         lines += [f"- {n}" for n in notes[name] if n.startswith(("Classical base", "Check", "This adapter"))]
         lines.append("")
     write_report(args.out, lines)
-    if not (args.quick or args.scenes) and args.benchmarks:
+    if not (args.quick or args.scenes) and args.benchmarks and args.weights == "bundled":
         update_section(args.benchmarks, lines)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(results, f, indent=1)
-    if args.card and not (args.quick or args.scenes):
+    if args.card and not (args.quick or args.scenes) and args.weights == "bundled":
         write_card(results)
     print("\n".join(lines[:25]))
     return 0

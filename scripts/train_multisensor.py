@@ -157,7 +157,12 @@ def main():
     ap.add_argument("--iters", type=int, default=2000, help="PanAdapter iterations (stage 1 + stage 2)")
     ap.add_argument("--stage2-share", type=float, default=0.35)
     ap.add_argument("--budget", type=int, default=2**18, help="MS pixels of Wald crops kept per full-res pair")
+    ap.add_argument("--preset", default="universal", choices=[p for p in PRESETS if PRESETS[p].universal],
+                    help="universal: panadapter_multi.pt (the default weights); fast: panadapter_fast.pt")
     args = ap.parse_args()
+    # work and output names: the universal preset keeps the names of its first runs (resumable)
+    tag, out_name = ("multi", "panadapter_multi") if args.preset == "universal" else (args.preset,
+                                                                                     f"panadapter_{args.preset}")
     dev = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     os.makedirs(args.work, exist_ok=True)
     for t in TEST_SCENES:
@@ -172,14 +177,14 @@ def main():
         sys.exit(f"No training data under {PRE}.")
 
     # 1. restoration pre-training of the backbones
-    cfg = PRESETS["universal"]
+    cfg = PRESETS[args.preset]
     torch.manual_seed(0)
     restorer = Restorer(cfg).to(dev)
     patches = RestorationPatches([ms for (_, ms), _, _, _ in pairs])
     log(f"Restoration: {patches.natural} natural-image bands and {len(patches.bands) - patches.natural} MS bands.")
     res = train(restorer, lambda rng: patches.batch(args.batch, rng), restoration_step, list(restorer.parameters()),
                 iterations=args.restore_iters, lr=1e-3, device=dev, log=log,
-                checkpoint=os.path.join(args.work, "multi_restorer.pt"), resume=True)
+                checkpoint=os.path.join(args.work, f"{tag}_restorer.pt"), resume=True)
     t1 = time.time()
 
     # 2. the two stages on every training sensor, over each pair's classical base
@@ -196,15 +201,15 @@ def main():
                          ratio=src.ratio, kind=kind, base_method=src.base_method,
                          terms=TERMS[name.split("/")[0]]))
         log(f"{name}: {src.bands} bands, ratio {src.ratio}, base {src.base_method} ({time.time() - t:.1f} s)")
-    net = create_model(4, "universal").to(dev)
+    net = create_model(4, args.preset).to(dev)
     log(f"{load_restorer(net, restorer)} tensors from the restoration network.")
     results, _, stage = two_stages(net, mixed_crops(sources, args.batch), (net.STAGE1, net.STAGE2), args.iters,
                                    args.stage2_share, lr=1e-3, device=dev, log=log, sam_weight=1.0,
-                                   checkpoint=os.path.join(args.work, "multi"), resume=True)
+                                   checkpoint=os.path.join(args.work, tag), resume=True)
     t2 = time.time()
     card = dict(
-        model="PanAdapter, universal preset (any band count, residual over a classical base method)",
-        preset="universal", data=used,
+        model=f"PanAdapter, {args.preset} preset (any band count, residual over a classical base method)",
+        preset=args.preset, data=used,
         restoration=dict(task="x2/x3/x4 super-resolution and denoising of single bands",
                          data=["pretraining/natural (CBSD68, CSun_Hays80, CSet14)",
                                "the MS bands of every training pair above"],
@@ -218,9 +223,9 @@ def main():
         seconds=round(t2 - t0), device=str(dev), torch=str(torch.__version__), patch=64, batch=args.batch,
         sam_weight=1.0, parameters=int(sum(p.numel() for p in net.parameters())))
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "panadapter_multi.pt")
-    save_weights(path, net, preset="universal", ratio=None, stage=stage, card=card)
-    with open(os.path.join(args.out, "panadapter_multi.json"), "w") as f:
+    path = os.path.join(args.out, f"{out_name}.pt")
+    save_weights(path, net, preset=args.preset, ratio=None, stage=stage, card=card)
+    with open(os.path.join(args.out, f"{out_name}.json"), "w") as f:
         json.dump(card, f, indent=1)
     log(json.dumps(card, indent=1))
 

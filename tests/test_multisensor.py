@@ -131,3 +131,34 @@ def test_an_adapter_that_does_not_beat_its_base_gives_the_base(data_dir, tmp_pat
     pansharpen(pan, ms, str(classical), card["base_method"], sensor=8, float32=True)
     a, b = _read(out), _read(classical)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+def test_the_fast_preset_runs_at_ratio_3_where_its_tokens_need_8_ms_pixel_tiles(data_dir, tmp_path):
+    """The ``fast`` preset's 8-pixel tokens (issue 29): at ratio 3 (EO-1 ALI, 9 bands) a tile of 4 MS pixels
+    would be 12 PAN pixels, not a multiple of 8; the tile loop takes multiples of 8 MS pixels, the output is
+    the model's (its tails made non-zero, so it differs from the base) and does not depend on the tile size."""
+    import torch
+
+    from panadapter_qgis.backend.deep import DeepJob, tile_multiple
+    from panadapter_qgis.backend.wald import degrade_pair
+
+    torch.manual_seed(0)
+    net = create_model(9, "fast").eval()
+    assert tile_multiple(net, 3) == 8 and tile_multiple(net, 2) == 4 and tile_multiple(net, 4) == 4
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    d = data_dir / "hyperspectral" / "paris_hyperion_ali"
+    pan, ms = str(tmp_path / "pan_lr.tif"), str(tmp_path / "ms_lr.tif")
+    degrade_pair(str(d / "pan.tif"), str(d / "ms.tif"), pan, ms, 0)
+    outs = []
+    for tile in (48, 96):
+        out = tmp_path / f"fast_{tile}.tif"
+        DeepJob(pan, ms, net, sensor=0, base_method="mtf_glp_fs", tile_size=tile).write(str(out), float32=True)
+        outs.append(_read(out))
+    pansharpen(pan, ms, str(tmp_path / "base.tif"), "mtf_glp_fs", sensor=0, float32=True)
+    base = _read(tmp_path / "base.tif")
+    assert outs[0].shape == base.shape and outs[0].shape[0] == 9 and np.isfinite(outs[0]).all()
+    assert np.abs(outs[0] - base).max() > 1e-3 * np.abs(base).max()
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4 * np.abs(base).max())
+

@@ -71,6 +71,16 @@ def _is_universal(preset):
     return preset in PRESETS and PRESETS[preset].universal
 
 
+def _token_stride(model, preset):
+    """The multiple of a training patch's size that the model's tokens need (PanAdapter's token stride; 4 for the
+    other models)."""
+    if model == "panadapter":
+        from .models.panadapter import PRESETS
+        if preset in PRESETS:
+            return max(4, PRESETS[preset].token_stride)
+    return 4
+
+
 def choose_base_method(pan_path, ms_path, sensor=0, ms_bands=None):
     """The classical method a universal PanAdapter starts from on this pair (``classical_base.choose``)."""
     from .classical_base import choose
@@ -304,7 +314,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         log(_base_message(base_method, scores))
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
-                       nearest=not patch, base_method=base_method)
+                       nearest=not patch, base_method=base_method, multiple=_token_stride(model, preset))
     if crops.patch != crops.wanted:
         log(f"The scene is small: training patches of {crops.patch} instead of {crops.wanted} MS pixels.")
     held_out = crops.hold_out() if base_method else []

@@ -20,6 +20,17 @@ from .tiling import Tile, run_tiles
 from .training.datasets import robust_scale
 
 
+def tile_multiple(model, ratio, multiple=4):
+    """The MS pixels a tile's size must be a multiple of: ``multiple``, times what it takes for the PAN tile to
+    be a multiple of the model's token stride (PanAdapter's ``fast`` preset: 8 PAN pixels; at ratio 3, 8 MS
+    pixels)."""
+    stride = getattr(getattr(model, "config", None), "token_stride", 1)
+    m = multiple
+    while (m * ratio) % stride:
+        m += multiple
+    return m
+
+
 def uniform_tiles(rows, cols, tile, multiple=1, overlap=0):
     """Equal tiles of ``tile`` x ``tile`` covering the grid, ``overlap`` pixels shared by neighbours; the last
     ones overlap their neighbours more instead of being cut. A grid smaller than ``tile`` gets one tile of
@@ -114,7 +125,7 @@ class DeepJob:
         if not getattr(model, "universal", False) and getattr(model, "bands", bands) != bands:
             raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
         r = self.info.ratio
-        self.multiple = multiple
+        self.multiple = multiple = tile_multiple(model, r, multiple)
         self.context = -(-context // multiple) * multiple           # MS pixels of image context per side
         self.overlap = int(overlap)   # MS pixels shared by neighbouring tiles, blended (0: interiors only)
         self.tile_size = int(tile_size)  # PAN pixels: the default of write() and fuse_window()
