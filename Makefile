@@ -164,6 +164,7 @@ bench: venv
 # about 15 min), then the INF trunk on the hyperspectral scenes (about 6 min); resumable (build/weights/);
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
+	$(PY) scripts/train_multisensor.py --preset fast --iters 10000 --restore-iters 2000 $(WEIGHTS_ARGS)
 	$(PY) scripts/train_multisensor.py $(WEIGHTS_ARGS)
 	$(PY) scripts/train_ssdiff_weights.py $(WEIGHTS_ARGS)
 	$(PY) scripts/train_inf_weights.py $(WEIGHTS_ARGS)

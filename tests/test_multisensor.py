@@ -14,8 +14,11 @@ from conftest import fusebox_crop
 from panadapter_qgis.backend import weights
 from panadapter_qgis.backend.adapt import finetune_scene, load_adapted, save_weights, sharpen_scene
 from panadapter_qgis.backend.classical_base import CANDIDATES, choose
-from panadapter_qgis.backend.models.panadapter import create_model
+from panadapter_qgis.backend.models.panadapter import PRESETS, create_model
 from panadapter_qgis.backend.pipeline import pansharpen
+
+
+BUNDLED_UNIVERSAL = PRESETS.get(weights.card("panadapter").get("preset"), PRESETS["small"]).universal
 
 
 def _read(path):
@@ -67,8 +70,7 @@ def test_an_untrained_universal_model_gives_exactly_its_classical_base(data_dir,
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
 
 
-@pytest.mark.skipif(weights.card("panadapter").get("preset") != "universal",
-                    reason="no bundled multi-sensor weights (make weights)")
+@pytest.mark.skipif(not BUNDLED_UNIVERSAL, reason="no bundled multi-sensor weights (make weights)")
 def test_bundled_weights_run_zero_shot_on_a_band_count_never_seen_in_training(data_dir, tmp_path):
     """EO-1 ALI: 9 bands at ratio 3 (training saw 3, 4, 6 and 8 bands at ratios 2 and 4): the bundled weights
     run with no adapter and stay close to their classical base (within 10 % ERGAS of it on the reduced pair)."""
@@ -90,11 +92,10 @@ def test_bundled_weights_run_zero_shot_on_a_band_count_never_seen_in_training(da
     assert ergas < 1.1 * base_ergas, (ergas, base_ergas)
 
 
-@pytest.mark.skipif(weights.card("panadapter").get("preset") != "universal",
-                    reason="no bundled multi-sensor weights (make weights)")
+@pytest.mark.skipif(not BUNDLED_UNIVERSAL, reason="no bundled multi-sensor weights (make weights)")
 def test_the_card_names_every_data_set_with_its_terms():
     card = weights.card("panadapter")
-    assert card["preset"] == "universal"
+    assert PRESETS[card["preset"]].universal
     scenes = [d["scene"] for d in card["data"]]
     assert len(scenes) >= 10 and all(d["terms"] for d in card["data"])
     assert {d["bands"] for d in card["data"]} >= {3, 4, 6, 8} and {d["ratio"] for d in card["data"]} == {2, 4}

@@ -141,3 +141,33 @@ def test_cropping_inside_the_model_gives_the_cropped_output(preset, stage):
         cropped = net(ms, lms, pan, 4, stage=stage, crop=16, **extra)
     assert cropped.shape[-2:] == (64, 64)
     torch.testing.assert_close(cropped, full[..., 16:-16, 16:-16], rtol=1e-5, atol=1e-5)
+
+
+def test_inference_shortcuts_give_the_same_pixels():
+    """Issue 29: the per-pixel tails evaluated by chunks of rows in inference (``inr.by_rows``, activations in the
+    cache) give what the whole batch gives, and the band-set convolution on the band mean of its inputs gives
+    the mean of its per-band convolutions (it is linear)."""
+    from panadapter_qgis.backend.models.panadapter import cnn, inr
+
+    torch.manual_seed(0)
+    band_tail, siren = inr.BandTail(10, 3, 16).eval(), inr.SirenTail(10, 32, 5).eval()
+    for tail in (band_tail, siren):
+        for p in tail.parameters():
+            p.data.add_(0.1 * torch.randn_like(p))
+    shared, own = torch.rand(2, 10, 40, 24), torch.rand(2, 5, 3, 40, 24)
+    with torch.no_grad():
+        whole = band_tail(shared, own), siren(shared)
+        saved, inr.CHUNK = inr.CHUNK, 2000     # a few rows at a time
+        try:
+            chunked = band_tail(shared, own), siren(shared)
+        finally:
+            inr.CHUNK = saved
+    for a, b in zip(whole, chunked):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+    setconv = cnn.SetConv(3, 8)
+    x = torch.rand(2, 6, 3, 20, 20)
+    per_band = setconv.conv(x.reshape(12, 3, 20, 20)).reshape(2, 6, 8, 20, 20).mean(1)
+    with torch.no_grad():
+        torch.testing.assert_close(setconv(x), per_band, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-REGISTRY = {"panadapter": "panadapter_multi", "ssdiff": "ssdiff_small", "inf": "inf_small"}
+REGISTRY = {"panadapter": "panadapter_fast", "ssdiff": "ssdiff_small", "inf": "inf_small"}
 
 
 def bundled(model: str = "panadapter") -> Optional[str]:

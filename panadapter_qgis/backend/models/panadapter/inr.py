@@ -26,6 +26,20 @@ def to_grid(x, size):
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+CHUNK = 2 ** 19   # activations (floats) of a per-pixel tail evaluated at once in inference: 2 MB, in the cache
+
+
+def by_rows(fn, per_row, *tensors):
+    """``fn(*tensors)`` on chunks of rows (the last-but-one axis) of ``per_row`` activations each, when no
+    gradient is recorded: a per-pixel function gives the same pixels, 2-5x faster on a CPU than on a whole
+    batch of tiles, whose activations (tiles x bands x hidden x pixels) do not fit in the cache."""
+    rows = tensors[0].shape[-2]
+    step = max(1, CHUNK // max(1, per_row))
+    if torch.is_grad_enabled() or step >= rows:
+        return fn(*tensors)
+    return torch.cat([fn(*(t[..., i:i + step, :] for t in tensors)) for i in range(0, rows, step)], -2)
+
+
 class Sine(nn.Module):
     def __init__(self, w0=1.0):
         super().__init__()
@@ -53,7 +67,7 @@ class SirenTail(nn.Module):
             self.net[-1].bias.zero_()
 
     def forward(self, x):
-        return self.net(x)
+        return by_rows(self.net, x.shape[0] * x.shape[-1] * self.net[0].out_channels, x)
 
 
 class BandTail(nn.Module):
@@ -76,6 +90,10 @@ class BandTail(nn.Module):
             self.net[-1].bias.zero_()
 
     def forward(self, shared, own):
+        b, c = own.shape[:2]
+        return by_rows(self._forward, b * c * own.shape[-1] * self.own.out_channels, shared, own)
+
+    def _forward(self, shared, own):
         b, c, k, h, w = own.shape
         x = self.own(own.reshape(b * c, k, h, w)).reshape(b, c, -1, h, w) + self.shared(shared)[:, None]
         return self.net(x.reshape(b * c, -1, h, w)).reshape(b, c, h, w)
