@@ -157,10 +157,10 @@ bench: venv
 	$(PY) bench/bench_deep_speed.py
 	$(PY) bench/bench_memory.py
 
-# The bundled weights (backend/weights/*.pt + .json cards): PanAdapter's multi-sensor universal preset
-# (restoration pre-training on natural photographs and single bands, then its two stages on every training
-# sensor of ../shared/data/pretraining mixed, over a classical base; about an hour on a 2-core CPU:
-# scripts/train_multisensor.py), SSDiff on the FuseBox training scenes (main diffusion training, then L-BAF;
+# The bundled weights (backend/weights/*.pt + .json cards): PanAdapter's multi-sensor presets, fast (the
+# default weights, about 35 min on a 2-core CPU) and universal (about an hour) (restoration pre-training on
+# natural photographs and single bands, then the two stages on every training sensor of
+# ../shared/data/pretraining mixed, over a classical base: scripts/train_multisensor.py), SSDiff on the FuseBox training scenes (main diffusion training, then L-BAF;
 # about 15 min), then the INF trunk on the hyperspectral scenes (about 6 min); resumable (build/weights/);
 # WEIGHTS_ARGS="--device cuda" on a GPU. Then the held-out scores of each go into its card.
 weights: venv
