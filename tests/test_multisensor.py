@@ -163,3 +163,22 @@ def test_the_fast_preset_runs_at_ratio_3_where_its_tokens_need_8_ms_pixel_tiles(
     assert np.abs(outs[0] - base).max() > 1e-3 * np.abs(base).max()
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4 * np.abs(base).max())
 
+
+
+def test_an_adapter_too_small_to_check_gives_the_base(data_dir, tmp_path, untrained):
+    """A pair too small to set a part aside (QuickBird rr_test_0: 64 x 64 MS, one training window): the adapter
+    cannot be checked, is recorded as such, and panadapter:panadapter gives its classical base and says why."""
+    d = data_dir / "pretraining" / "qb_abfnet" / "rr_test_0"
+    if not (d / "pan.tif").is_file():
+        pytest.skip("pretraining data not found")
+    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
+    adapter, logs = str(tmp_path / "a.pt"), []
+    card = finetune_scene(pan, ms, adapter, sensor=3, iterations=10, base_weights=untrained, consistency=0,
+                          log=logs.append)
+    assert card["check"] is None and any("cannot be checked" in line for line in logs)
+    out, classical, logs = tmp_path / "adapted.tif", tmp_path / "base.tif", []
+    sharpen_scene(pan, ms, str(out), adapter=adapter, weights_path=untrained, sensor=3, float32=True,
+                  log=logs.append)
+    assert any("could not be checked" in line for line in logs)
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=3, float32=True)
+    np.testing.assert_allclose(_read(out), _read(classical), rtol=1e-5, atol=1e-4)
