@@ -64,8 +64,8 @@ PRESETS = {
     # the bundled multi-sensor weights: the small sizes with band-set heads, any band count, over a classical base
     "universal": PanAdapterConfig(universal=True),
     # the universal model at a size for CPUs (issue 29): half the widths, two ResBlocks, one encoder and one
-    # decoder layer, 8 x 8-pixel tokens (a 64-pixel training patch is an 8 x 8 token grid): 5-13x faster per tile
-    # than "universal" on a 2-core CPU (docs/BENCHMARKS.md)
+    # decoder layer, 8 x 8-pixel tokens (a 64-pixel training patch is an 8 x 8 token grid): 13x faster per tile
+    # untrained, 4-6x the throughput of "universal" on a whole scene, on a 2-core CPU (docs/BENCHMARKS.md)
     "fast": PanAdapterConfig(universal=True, cnn_feats=16, cnn_blocks=2, prior=16, vit_dim=48, vit_heads=2,
                              vit_layers=1, vit_hidden=96, token_stride=8, grid=8, adapter_k=16, adapter_heads=2,
                              tail_hidden=16),
