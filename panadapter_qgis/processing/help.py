@@ -263,7 +263,8 @@ DEEP_ALGORITHMS = {
         "grid. INF (Wu et al., IEEE TCI 2024) encodes both images, fuses their high frequencies with the "
         "relative coordinates and decodes with an implicit neural representation weighted by cosine "
         "similarity; it adapts to the pair itself (both images degraded by the resolution ratio), starting "
-        "from the classical regression detail injection. The classical methods are there for comparison. The "
+        "from the classical regression detail injection, checks itself against that start, and ends with a "
+        "back-projection onto the HSI. The classical methods are there for comparison. The "
         "output keeps the HSI's band descriptions and wavelengths. Both images may have any band count, "
         "grid and CRS (the HSI is warped onto the grid implied by the MSI when needed)."),
     "train": MethodHelp(
@@ -359,6 +360,11 @@ DEEP_PARAMETER_HELP = {
                         "starting point, the regression detail injection, since the band layers are made for "
                         "each pair. The time per step does not depend on the image size: about 2 minutes on a "
                         "2-core CPU for 300 steps and 200 HSI bands.",
+    "BACK_PROJECTION": "INF's last step: this many rounds of back-projection onto the HSI (what the fused image, "
+                       "degraded by the HSI's blur and the ratio, and the HSI disagree on is interpolated back and "
+                       "added), so that the result degraded gives back the HSI. Applied only when it improves the "
+                       "regression detail injection on the pair degraded once more (the log says which). 0: "
+                       "none; the result of 0 adaptation steps is then exactly the regression method's.",
     "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
                  "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "

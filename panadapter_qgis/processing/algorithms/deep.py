@@ -275,7 +275,7 @@ HS_METHOD_LABELS = ("INF (scene-adapted)", "Detail injection (MTF-GLP hypersharp
 
 class InfFusionAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "inf_fusion"
-    ADVANCED = ("ADAPTER", "SRF", "DEVICE", "OUTPUT_FLOAT32")
+    ADVANCED = ("ADAPTER", "SRF", "BACK_PROJECTION", "DEVICE", "OUTPUT_FLOAT32")
 
     def tags(self):
         return ["hyperspectral", "multispectral", "fusion", "HSI", "MSI", "INF", "implicit neural representation",
@@ -293,6 +293,10 @@ class InfFusionAlgorithm(DeepAlgorithm):
                                               minValue=0))
         self.add(QgsProcessingParameterFile("ADAPTER", tr("INF adapter file (instead of adapting here)"),
                                             extension="pt", optional=True), "INF_ADAPTER")
+        self.add(QgsProcessingParameterNumber("BACK_PROJECTION",
+                                              tr("Back-projection onto the HSI (iterations, INF)"),
+                                              QgsProcessingParameterNumber.Integer, defaultValue=3, minValue=0,
+                                              maxValue=50))
         self.add_device()
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
@@ -313,7 +317,8 @@ class InfFusionAlgorithm(DeepAlgorithm):
         if method == "inf":
             result = self.call(hyperspectral.inf_fusion, hsi, msi, output, feedback=feedback,
                                adapt_iterations=self.parameterAsInt(parameters, "ADAPT_ITERATIONS", context),
-                               adapter=self.optional_file(parameters, "ADAPTER", context), **common)
+                               adapter=self.optional_file(parameters, "ADAPTER", context),
+                               back_projection=self.parameterAsInt(parameters, "BACK_PROJECTION", context), **common)
         else:
             result = self.call(hyperspectral.fuse_baseline, hsi, msi, output, method, feedback=feedback,
                                srf=self.optional_file(parameters, "SRF", context), **common)
