@@ -76,6 +76,7 @@ def main(argv=None):
     ap.add_argument("--copies", type=int, default=1,
                     help="the scene repeated N x N times in a VRT (throughput on a larger image; default 1)")
     ap.add_argument("--weights", default="", help="PanAdapter's WEIGHTS (a .pt; default the bundled ones)")
+    ap.add_argument("--tile", type=int, default=0, help="PanAdapter's TILE_SIZE (default: the model's own)")
     ap.add_argument("--only", default="", help="comma-separated cases: panadapter, ssdiff, finetune (default all)")
     args = ap.parse_args(argv)
     if not os.path.exists(QGIS_PROCESS):
@@ -100,6 +101,9 @@ def main(argv=None):
         kw = f"sensor={args.sensor}, device='cpu'"
         weights = dict(WEIGHTS=args.weights) if args.weights else {}
         wkw = f", weights_path={args.weights!r}" if args.weights else ""
+        if args.tile:
+            weights["TILE_SIZE"] = args.tile
+            wkw += f", tile_size={args.tile}"
         cases = [
             ("panadapter:panadapter",
              lambda: in_qgis(env, "panadapter", dict(common, OUTPUT=out("q1.tif"), **weights), WROTE),

@@ -133,7 +133,7 @@ def check_zero_shot(net, info, sensor, method, window=384):
 
     from . import wald
     from .classical_base import ergas_cut, write_central_window
-    from .deep import DeepJob
+    from .deep import DeepJob, default_tile
     from .pipeline import pansharpen
 
     with tempfile.TemporaryDirectory(prefix="panadapter-check-") as tmp:
@@ -143,7 +143,7 @@ def check_zero_shot(net, info, sensor, method, window=384):
         r = degraded["ratio"]
         out_base, out_model = os.path.join(tmp, "base.tif"), os.path.join(tmp, "model.tif")
         pansharpen(lr[0], lr[1], out_base, method, sensor=sensor, float32=True)
-        DeepJob(lr[0], lr[1], net, sensor=sensor, base_method=method, tile_size=DEEP_TILE["panadapter"]).write(
+        DeepJob(lr[0], lr[1], net, sensor=sensor, base_method=method, tile_size=default_tile(net)).write(
             out_model, float32=True)
         def read(path):
             a = gdal.Open(path).ReadAsArray().astype(np.float64)
@@ -603,7 +603,8 @@ def _check_output(pan_path, ms_path, output_path):
             raise PansharpenError("The output file must not be one of the input rasters.")
 
 
-DEEP_TILE = {"panadapter": 128, "ssdiff": 64}   # default TILE_SIZE (PAN pixels) of the two algorithms
+# default TILE_SIZE (PAN pixels) of the two algorithms (PanAdapter: ``deep.default_tile`` of its network)
+DEEP_TILE = {"panadapter": None, "ssdiff": 64}
 
 
 @user_errors
@@ -613,17 +614,18 @@ def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", 
     (``"ssdiff"``: DDIM with ``steps``, eta 0, noise from ``seed`` anchored to the scene pixels, tiles
     overlapping by ``overlap`` PAN pixels, default a quarter of the tile, blended): the model of ``adapter``
     or, without one, the pre-trained weights (their band count only). ``write`` sharpens the whole scene,
-    ``fuse_window`` a window with the same pixels (the map preview)."""
-    from .deep import DeepJob
+    ``fuse_window`` a window with the same pixels (the map preview). ``tile_size`` None: the model's
+    default (``deep.default_tile``)."""
+    from .deep import DeepJob, default_tile
 
     if model not in DEEP_TILE:
         raise PansharpenError(f"'{model}' is not a pansharpening model: use one of {', '.join(DEEP_TILE)}.")
     if model == "ssdiff" and not 1 <= int(steps) <= 1000:
         raise PansharpenError("STEPS must be between 1 and 1000.")
     log = log or (lambda msg: None)
-    tile_size = int(tile_size or DEEP_TILE[model])
     info = raster.inspect_pair(pan_path, ms_path, ms_bands)
     net, scale, name, base_method = _scene_model(model, info, adapter, weights_path, log, sensor, ms_bands)
+    tile_size = int(tile_size or DEEP_TILE[model] or default_tile(net))
     common = dict(sensor=sensor, ms_bands=ms_bands, device=device, scale=scale, tile_size=tile_size, log=log)
     if model == "panadapter":
         return DeepJob(pan_path, ms_path, net, name=name, ensemble=ensemble, base_method=base_method, **common)
@@ -636,7 +638,7 @@ def deep_job(model, pan_path, ms_path, *, adapter=None, weights_path="bundled", 
 
 @user_errors
 def sharpen_scene(pan_path, ms_path, output_path, *, adapter=None, weights_path="bundled", sensor=0,
-                  ms_bands=None, device="auto", tile_size=128, batch=4, float32=False, ensemble=1,
+                  ms_bands=None, device="auto", tile_size=None, batch=4, float32=False, ensemble=1,
                   progress=None, is_cancelled=None, log=None, scheduler=None) -> dict:
     """``panadapter:panadapter``: sharpen the pair with an adapted model (``adapter``, a file written by
     :func:`finetune_scene`) or, without one, with the pre-trained weights (their band count only);

@@ -6,6 +6,7 @@ only the tile interior is kept, so there are no seams. Tiles have one size (the 
 tiles are moved back inside the grid), which lets them be stacked into batches. On CUDA the model runs
 under autocast (float16) and a CUDA out-of-memory error halves the batch and tries again.
 """
+import os
 import time
 from typing import Callable, Optional
 
@@ -29,6 +30,15 @@ def tile_multiple(model, ratio, multiple=4):
     while (m * ratio) % stride:
         m += multiple
     return m
+
+
+def default_tile(model, fallback=128):
+    """PAN pixels of a tile side where a PanAdapter runs fastest on a CPU: 32 ViT tokens a side (the attention
+    grows with the square of the tokens, the halo's share shrinks with the tile): 128 for the 4-pixel tokens of
+    the small and universal presets, 256 for the fast preset's 8-pixel ones (docs/BENCHMARKS.md); ``fallback``
+    for a model without tokens."""
+    stride = getattr(getattr(model, "config", None), "token_stride", None)
+    return 32 * int(stride) if stride else int(fallback)
 
 
 def uniform_tiles(rows, cols, tile, multiple=1, overlap=0):
@@ -116,6 +126,12 @@ class DeepJob:
             self.log(note)
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
+        # channels-last on the CPU: oneDNN's 3 x 3 convolutions at 16-32 channels run 2-2.5x faster in that
+        # layout (the encoders' ResBlocks); the same sums in another order
+        self.channels_last = (self.device.type == "cpu" and isinstance(self.model, torch.nn.Module)
+                              and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.name = name
         if ensemble not in (1, 2, 4, 8):
             raise PansharpenError("The self-ensemble size must be 1, 2, 4 or 8.")
@@ -184,6 +200,9 @@ class DeepJob:
         torch = self.torch
         ms, lms, pan = (torch.cat(x) for x in zip(*[b[:3] for b in batch]))
         base = torch.cat([b[3] for b in batch]) if batch[0][3] is not None else None
+        if self.channels_last:
+            ms, lms, pan = (x.contiguous(memory_format=torch.channels_last) for x in (ms, lms, pan))
+            base = None if base is None else base.contiguous(memory_format=torch.channels_last)
         extra = {"origin": [b[4] for b in batch]} if self.needs_origin else {}
         if self.crops:
             extra["crop"] = self.info.ratio * self.context

@@ -368,8 +368,10 @@ DEEP_PARAMETER_HELP = {
     "HS_OUTPUT": "The fused hyperspectral image (GeoTIFF) on the MSI grid, with the HSI's data type (or "
                  "Float32).",
     "TILE_SIZE": "The image is processed in square tiles of this many panchromatic pixels per side, each with "
-                 "a margin of context so that there are no seams. The transformer's work grows with the square "
-                 "of the tile area: 128 is about twice as fast as 256 on a CPU, with the same result.",
+                 "a margin of context so that there are no seams; the result is the same for any size. Empty: "
+                 "the size that runs the model fastest on a CPU, 32 transformer tokens a side (256 for the "
+                 "bundled weights, 128 for the universal ones and the Landsat-7 ones): the transformer's work "
+                 "grows with the square of the tile area, the margin's share shrinks as the tile grows.",
 }
 
 

@@ -130,8 +130,7 @@ class PanAdapterAlgorithm(DeepAlgorithm):
                                             extension="pt", optional=True))
         self.add_device()
         self.add(QgsProcessingParameterNumber("TILE_SIZE", tr("Tile size (panchromatic pixels)"),
-                                              QgsProcessingParameterNumber.Integer, defaultValue=128,
-                                              minValue=32))
+                                              QgsProcessingParameterNumber.Integer, minValue=32, optional=True))
         self.add(QgsProcessingParameterBoolean("OUTPUT_FLOAT32", tr("Write 32-bit float output"),
                                                defaultValue=False))
         self.add(scheduler_parameter())
