@@ -38,32 +38,33 @@ def test_adapter_file_and_card(adapter):
 def test_consistency_terms_change_what_is_learned(pair, tmp_path):
     """consistency=0 trains on the reduced-resolution loss alone; consistency=1 adds the full-resolution
     spectral term, spatial=0.3 the D_s-like one as well. Same seed, so the first reduced batch and the initial
-    weights are the same: each term adds a positive amount to the first loss; the card says which were used."""
+    weights are the same: each term adds a positive amount to the first loss, and the adapted models differ (their
+    errors on the held-out part of the degraded pair; the adapter may keep the pre-trained model instead, which
+    is the same for all); the card says which terms were used."""
     pan, ms = pair
-    states, cards = [], []
+    cards = []
     for consistency, spatial in ((0.0, 0.0), (1.0, 0.0), (1.0, 0.3)):
         out = str(tmp_path / f"c{consistency}_{spatial}.pt")
         cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
                                     consistency=consistency, spatial=spatial))
-        states.append(torch.load(out, weights_only=True)["state"])
     assert [(c["consistency"], c["spatial"]) for c in cards] == [(0.0, 0.0), (1.0, 0.0), (1.0, 0.3)]
     assert cards[0]["first_loss"] < cards[1]["first_loss"] < cards[2]["first_loss"]
-    for a, b in ((0, 1), (1, 2)):
-        assert any(not torch.equal(states[a][k], states[b][k]) for k in states[a])
+    learned = [c["check"]["ergas_adapted"] for c in cards]
+    assert learned[0] != learned[1] and learned[1] != learned[2]
 
 
 def test_khan_spectral_form_is_recorded_and_changes_what_is_learned(pair, tmp_path):
     """spectral_form="khan" (the full-resolution spectral term in the form of HQNR's D_lambda) trains other
-    weights than the default Wald form from the same seed, and says so in the card; an unknown form is refused."""
+    weights than the default Wald form from the same seed (their held-out errors differ), and says so in the
+    card; an unknown form is refused."""
     pan, ms = pair
-    states, cards = [], []
+    cards = []
     for form in ("wald", "khan"):
         out = str(tmp_path / f"{form}.pt")
         cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
                                     spectral_form=form))
-        states.append(torch.load(out, weights_only=True)["state"])
     assert [c["spectral_form"] for c in cards] == ["wald", "khan"]
-    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert cards[0]["check"]["ergas_adapted"] != cards[1]["check"]["ergas_adapted"]
     with pytest.raises(PansharpenError, match="Unknown spectral term form 'qnr'"):
         finetune_scene(pan, ms, str(tmp_path / "x.pt"), sensor=8, iterations=3, device="cpu", spectral_form="qnr")
     assert not (tmp_path / "x.pt").exists()

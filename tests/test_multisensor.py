@@ -182,3 +182,31 @@ def test_an_adapter_too_small_to_check_gives_the_base(data_dir, tmp_path, untrai
     assert any("could not be checked" in line for line in logs)
     pansharpen(pan, ms, str(classical), card["base_method"], sensor=3, float32=True)
     np.testing.assert_allclose(_read(out), _read(classical), rtol=1e-5, atol=1e-4)
+
+
+def test_an_adaptation_that_does_not_improve_on_the_pretrained_model_keeps_it(data_dir, tmp_path):
+    """A learning rate that diverges on the WorldView-3 test scene (never trained on): the check on the held-out
+    part of the degraded pair scores the pre-trained model too, finds it better than both the adapted model
+    and the classical base, and the adapter keeps the pre-trained tensors: panadapter:panadapter with it gives
+    the pre-trained model's pixels and says why."""
+    from panadapter_qgis.backend.adapt import load_pretrained
+    from panadapter_qgis.backend.deep import DeepJob, default_tile
+
+    d = data_dir / "pansharpening" / "wv3_cristianics"
+    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
+    adapter = str(tmp_path / "diverged.pt")
+    card = finetune_scene(pan, ms, adapter, sensor=2, iterations=20, lr=5.0, consistency=0, device="cpu")
+    check = card["check"]
+    assert check["ergas_pretrained"] < check["ergas_base"]
+    assert not check["ergas_adapted"] <= check["ergas_pretrained"]   # worse, or NaN
+    assert card["kept"] == "pretrained" and check["beats_base"] is True
+    logs = []
+    out, pretrained = tmp_path / "out.tif", tmp_path / "pretrained.tif"
+    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=2, float32=True, log=logs.append)
+    assert any("keeps the pre-trained model" in line for line in logs), logs
+    net, _ = load_pretrained("panadapter", 8)
+    _, payload = load_adapted(adapter)
+    DeepJob(pan, ms, net, sensor=2, base_method=card["base_method"], scale=payload["scale"],
+            tile_size=default_tile(net)).write(str(pretrained), float32=True)
+    a, b = _read(out), _read(pretrained)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()

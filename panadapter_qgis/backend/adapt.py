@@ -13,6 +13,7 @@ Adapter file (``torch.save``, read with ``weights_only=True``): ``format``, ``ve
 to use), ``base`` (file name of the weights it was adapted from, or ``None``), ``base_sha256``, ``state``
 (the tensors it changed; the whole model when there was no base), ``card`` (iterations, seconds, losses).
 """
+import math
 import os
 import time
 from typing import Callable, Optional
@@ -332,6 +333,9 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     log(f"Adapting on {len(crops.windows)} windows of the degraded scene (ratio {crops.ratio}, scale "
         f"{crops.scale:.4g}).")
     lr = lr or (LBAF_LR if model == "ssdiff" and base else 1e-3)
+    # the pre-trained model as it is, for the check: an adaptation that does not improve on it keeps it
+    start = ({k: v.detach().clone() for k, v in net.state_dict().items()}
+             if held_out and base is not None and model == "panadapter" else None)
     t0 = time.perf_counter()
     full, tolerance = None, 0.0
     if consistency:
@@ -381,12 +385,25 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                                              lr=lr, device=dev, seed=seed, sam_weight=sam_weight,
                                              extra_loss=extra_loss if full is not None else None,
                                              progress=progress, is_cancelled=is_cancelled, log=log)
-    check = None
+    check, kept = None, None
     if held_out:
         check = check_against_base(net, held_out, crops, stage, dev)
-        log(f"Check on the {check['pixels']:,} held-out pixels of the degraded pair (never trained on): ERGAS "
-            f"{check['ergas_adapted']:.4f} adapted, {check['ergas_base']:.4f} for {base_method}: "
-            + ("the adapted model is better and will be used." if check["beats_base"] else
+        if start is not None:
+            adapted = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            net.load_state_dict(start)
+            check["ergas_pretrained"] = check_against_base(net, held_out, crops, stage, dev)["ergas_adapted"]
+            adapted_error = check["ergas_adapted"] if math.isfinite(check["ergas_adapted"]) else math.inf
+            if check["ergas_pretrained"] < min(adapted_error, check["ergas_base"]):
+                kept = "pretrained"   # the adapter holds the pre-trained tensors: the adaptation did not help
+                check["beats_base"] = True
+            else:
+                net.load_state_dict(adapted)
+        figures = (f"ERGAS {check['ergas_adapted']:.4f} adapted"
+                   + (f", {check['ergas_pretrained']:.4f} pre-trained" if "ergas_pretrained" in check else "")
+                   + f", {check['ergas_base']:.4f} for {base_method}")
+        log(f"Check on the {check['pixels']:,} held-out pixels of the degraded pair (never trained on): {figures}: "
+            + ("the pre-trained model is the best: the adaptation did not help, the adapter keeps the pre-trained "
+               "model." if kept else "the adapted model is better and will be used." if check["beats_base"] else
                f"the adapted model is not better; panadapter:panadapter will give the {base_method} result."))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), planned_iterations=iterations,
@@ -399,7 +416,7 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 spectral_form=spectral_form if full is not None else None,
                 spatial=float(spatial) if full is not None else 0.0,
                 spatial_tolerance=float(tolerance) if full is not None and spatial else None,
-                base_method=base_method, check=check, **extra)
+                base_method=base_method, check=check, kept=kept, **extra)
     payload = dict(format=FORMAT, version=2, model=model, preset=preset, bands=crops.bands, ratio=crops.ratio,
                    sensor=int(sensor), scale=float(crops.scale), stage=stage, base=base, base_sha256=base_sha,
                    state=state, card=card, base_method=base_method,
@@ -543,6 +560,10 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                 log(f"This adapter could not be checked against its classical base {method} (its scene was too "
                     f"small to set a part aside): the output is the {method} result.")
             return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
+        if payload["card"].get("kept") == "pretrained":
+            log("This adapter keeps the pre-trained model: its adaptation did not improve on it on the held-out "
+                "part of the degraded pair.")
+            return net, payload["scale"], f"{label} (pre-trained; the adaptation did not help)", method
         return net, payload["scale"], f"{label} (scene-adapted)", method
     path = resolve_base(weights_path, model)
     meta = _read_weights(path) if path else {}

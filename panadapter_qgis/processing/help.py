@@ -253,8 +253,8 @@ DEEP_ALGORITHMS = {
         "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
         "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
         "PanAdapter learns on three quarters of the degraded pair and is then checked on the quarter it never "
-        "saw against the classical method it starts from; the log gives both errors, and the adapter records "
-        "whether to use the model or that method. "
+        "saw against the classical method it starts from and against the pre-trained model before adaptation; "
+        "the log gives the three errors, and the adapter records which of the three to use. "
         "Takes minutes on a CPU and seconds on a GPU; cancel at any time (no file is written)."),
     "inf_fusion": MethodHelp(
         "Hyperspectral-multispectral fusion (INF)",

@@ -45,6 +45,10 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
     off gets no gradient and Adam leaves it alone) and ``after(iteration)`` (e.g. an EMA update).
     """
     device = device or torch.device("cpu")
+    # channels-last on the CPU: oneDNN's small 3 x 3 convolutions (forward and backward) run faster in it
+    layout = (torch.channels_last if torch.device(device).type == "cpu"
+              and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0" else torch.contiguous_format)
+    model.to(memory_format=layout)
     params = [p for p in params if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=lr)
     start_it = 0
@@ -73,7 +77,8 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
             break
         if hooks is not None:
             hooks.before(it)
-        batch = {k: v.to(device) for k, v in batches(rng).items()}
+        batch = {k: v.to(device).contiguous(memory_format=layout) if v.dim() == 4 else v.to(device)
+                 for k, v in batches(rng).items()}
         loss = step(model, batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
