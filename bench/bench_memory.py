@@ -32,22 +32,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=20000)
     ap.add_argument("--seconds", type=int, default=300)
+    ap.add_argument("--scene", default=SCENE, help="a folder with pan.tif and ms.tif (default FuseBox scene 10)")
+    ap.add_argument("--sensor", type=int, default=SENSOR)
+    ap.add_argument("--weights", default="", help="WEIGHTS (a .pt; default the bundled choice, which on this "
+                    "Landsat-7 mosaic may be the Landsat-7 weights and their 128-pixel tiles)")
     ap.add_argument("--out", default=os.path.join(HERE, "out", "memory.md"))
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-memory-")
-    side = gdal.Open(os.path.join(SCENE, "pan.tif")).RasterXSize
+    side = gdal.Open(os.path.join(args.scene, "pan.tif")).RasterXSize
     copies = math.ceil(args.side / side)
     pan, ms = os.path.join(tmp, "pan.vrt"), os.path.join(tmp, "ms.vrt")
-    mp = mosaic(os.path.join(SCENE, "pan.tif"), pan, copies)
-    mosaic(os.path.join(SCENE, "ms.tif"), ms, copies)
+    mp = mosaic(os.path.join(args.scene, "pan.tif"), pan, copies)
+    mosaic(os.path.join(args.scene, "ms.tif"), ms, copies)
     profile = os.path.join(tmp, "profile")
     env = qgis_env(profile)
     subprocess.run([QGIS_PROCESS, "plugins", "enable", "panadapter_qgis"], env=env, capture_output=True, check=True)
     out = os.path.join(tmp, "fused.tif")
     t = time.time()
     ran = subprocess.run(["/usr/bin/time", "-v", "timeout", "-s", "TERM", str(args.seconds), QGIS_PROCESS, "run",
-                          "panadapter:panadapter", f"--PAN={pan}", f"--MS={ms}", f"--SENSOR={SENSOR}",
-                          f"--OUTPUT={out}"], env=env, capture_output=True, text=True)
+                          "panadapter:panadapter", f"--PAN={pan}", f"--MS={ms}", f"--SENSOR={args.sensor}",
+                          f"--OUTPUT={out}"] + ([f"--WEIGHTS={args.weights}"] if args.weights else []),
+                         env=env, capture_output=True, text=True)
     seconds = time.time() - t
     said = ran.stdout + ran.stderr
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", said).group(1))
@@ -55,9 +60,10 @@ def main(argv=None):
     left = sorted(os.listdir(tmp))
     lines = [f"# Peak memory of panadapter:panadapter on a {copies * side} x {copies * side} PAN "
              f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)", "",
-             f"Mosaic of Landsat-7 FuseBox scene 10: {mp:.0f} PAN MP, 6 bands, ratio 2, through qgis_process, "
+             f"Mosaic of {os.path.basename(os.path.normpath(args.scene))}: {mp:.0f} PAN MP, through qgis_process, "
              f"stopped by SIGTERM after {seconds:.0f} s (exit status {ran.returncode}).", "",
              f"- peak resident memory: **{peak_kb / 2**20:.2f} GiB** (target: under 3 GB)",
+             f"- weights: {os.path.basename(args.weights) if args.weights else 'the bundled choice'}",
              f"- the tile loop was reached: {'yes, ' + tiles.group(1) + ' tiles' if tiles else 'NO'}",
              f"- files left in the output folder: {[f for f in left if f.startswith('fused')] or 'none'}"]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
