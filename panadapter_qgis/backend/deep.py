@@ -6,14 +6,13 @@ only the tile interior is kept, so there are no seams. Tiles have one size (the 
 tiles are moved back inside the grid), which lets them be stacked into batches. On CUDA the model runs
 under autocast (float16) and a CUDA out-of-memory error halves the batch and tries again.
 """
-import os
 import time
 from typing import Callable, Optional
 
 import numpy as np
 
 from . import mtf, raster
-from .device import describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
+from .device import channels_last, describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
 from .errors import PansharpenError, user_errors
 from .pipeline import TileSource
 from .sensors import sensor_by_index
@@ -21,11 +20,16 @@ from .tiling import Tile, run_tiles
 from .training.datasets import robust_scale
 
 
+def token_stride(model):
+    """PAN pixels of a side of the model's ViT tokens (a PanAdapter's ``config.token_stride``), or None."""
+    return getattr(getattr(model, "config", None), "token_stride", None)
+
+
 def tile_multiple(model, ratio, multiple=4):
     """The MS pixels a tile's size must be a multiple of: ``multiple``, times what it takes for the PAN tile to
     be a multiple of the model's token stride (PanAdapter's ``fast`` preset: 8 PAN pixels; at ratio 3, 8 MS
     pixels)."""
-    stride = getattr(getattr(model, "config", None), "token_stride", 1)
+    stride = token_stride(model) or 1
     m = multiple
     while (m * ratio) % stride:
         m += multiple
@@ -37,7 +41,7 @@ def default_tile(model, fallback=128):
     grows with the square of the tokens, the halo's share shrinks with the tile): 128 for the 4-pixel tokens of
     the small and universal presets, 256 for the fast preset's 8-pixel ones (docs/BENCHMARKS.md); ``fallback``
     for a model without tokens."""
-    stride = getattr(getattr(model, "config", None), "token_stride", None)
+    stride = token_stride(model)
     return 32 * int(stride) if stride else int(fallback)
 
 
@@ -126,10 +130,7 @@ class DeepJob:
             self.log(note)
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
-        # channels-last on the CPU: oneDNN's 3 x 3 convolutions at 16-32 channels run 2-2.5x faster in that
-        # layout (the encoders' ResBlocks); the same sums in another order
-        self.channels_last = (self.device.type == "cpu" and isinstance(self.model, torch.nn.Module)
-                              and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0")
+        self.channels_last = isinstance(self.model, torch.nn.Module) and channels_last(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.name = name

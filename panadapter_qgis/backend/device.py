@@ -87,6 +87,14 @@ def select_device(name="auto"):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def channels_last(device) -> bool:
+    """Whether models run channels-last on ``device``: on the CPU, where oneDNN's 3 x 3 convolutions at 16-32
+    channels (the encoders' ResBlocks) run 2-2.5x faster in that layout, forward and backward (the same sums
+    in another order; docs/BENCHMARKS.md); ``PANADAPTER_CHANNELS_LAST=0`` turns it off."""
+    return (import_torch().device(device or "cpu").type == "cpu"
+            and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0")
+
+
 def describe(device) -> str:
     torch = import_torch()
     if device.type == "cuda":

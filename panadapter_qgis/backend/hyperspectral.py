@@ -256,10 +256,10 @@ def back_project(out, ms, ratio, iterations=BACK_PROJECTION, gain=HSI_GAIN, insi
 def _replicate_outside(x, inside):
     """``x`` (B, C, H, W) with every pixel outside ``inside[b]`` (row0, row1, col0, col1) replaced by the
     nearest pixel inside (edge replication); ``x`` itself when ``inside`` is None."""
-    if inside is None:
+    h, w = x.shape[-2:]
+    if inside is None or all(tuple(box) == (0, h, 0, w) for box in inside):   # no tile reaches past the edge
         return x
     torch = import_torch()
-    h, w = x.shape[-2:]
     rows = [torch.arange(h, device=x.device).clamp(r0, r1 - 1) for r0, r1, _, _ in inside]
     cols = [torch.arange(w, device=x.device).clamp(c0, c1 - 1) for _, _, c0, c1 in inside]
     return torch.stack([x[b][:, rows[b]][:, :, cols[b]] for b in range(x.shape[0])])
@@ -453,12 +453,13 @@ def load_trunk_weights(weights="bundled", preset="small", log=None) -> Optional[
 
 def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device="auto", preset="small",
               weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, train_injection=True, consistency=1.0,
-              fallback=True, progress=None, is_cancelled=None, log=None):
+              fallback=True, stats=None, progress=None, is_cancelled=None, log=None):
     """INF for the pair: the pre-trained trunk (``weights``: see ``load_trunk_weights``), band layers for this
     pair with the detail injection at the regression solution, trained ``iterations`` zero-shot steps or
     ``minutes`` (both images degraded by the ratio, the HSI as the target), then checked against its start
     (``res.check``); with ``fallback``, an adaptation that does not improve on it gives way to the regression
-    hypersharpening itself. Returns (net, scale or None, TrainResult or None, seconds)."""
+    hypersharpening itself. ``stats``: the pair's ``_statistics`` when the caller has them. Returns (net, scale or
+    None, TrainResult or None, seconds)."""
     from .models.inf.net import load_trunk
 
     from .models.inf import create_model
@@ -477,7 +478,7 @@ def adapt_inf(hsi_path, msi_path, iterations, *, info=None, minutes=None, device
     trunk = load_trunk_weights(weights, preset, log)
     if trunk is not None:
         load_trunk(net, trunk)
-    stats = _statistics(info)
+    stats = stats or _statistics(info)
     net.set_injection(stats["regression"])   # start from the regression hypersharpening
     net = net.to(dev)
     if int(iterations) == 0:
@@ -568,8 +569,9 @@ def _check_against_start(start, net, batches, losses, seed, n=8):
 @user_errors
 def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter=None, device="auto",
                preset="small", weights="bundled", patch=None, batch=8, lr=1e-3, seed=0, tile_size=128, float32=False,
-               back_projection=BACK_PROJECTION, progress: Optional[Callable] = None, is_cancelled: Optional[Callable] = None,
-               log: Optional[Callable] = None, scheduler: Optional[str] = None) -> dict:
+               back_projection=BACK_PROJECTION, progress: Optional[Callable] = None,
+               is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None,
+               scheduler: Optional[str] = None) -> dict:
     """``panadapter:inf_fusion``: INF adapted to the pair (``adapt_iterations`` zero-shot iterations; or the
     adapter file ``adapter`` from ``panadapter:finetune`` MODEL=2), then the fused HSI on the MSI grid;
     ``back_projection``: iterations of the final back-projection onto the LR-HSI (``back_project``), applied
@@ -583,7 +585,7 @@ def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter
     log = log or (lambda msg: None)
     info = _check(hsi_path, msi_path, output_path)
     with cluster.connect(scheduler, log, (hsi_path, msi_path), deep=True) as executor:
-        res, t_train = None, 0.0
+        res, t_train, stats = None, 0.0, None   # stats: the image-wide statistics, read once when needed
         if adapter:
             net, payload = load_adapted(adapter, bands=len(info.ms_bands), model="inf")
             if payload["ratio"] != info.ratio or payload["guide_bands"] != info.pan_bands:
@@ -595,15 +597,19 @@ def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter
             if (payload["card"].get("check") or {}).get("beats_start") is False:
                 log("This adapter did not improve on its regression start when it was made: the output is the "
                     "regression hypersharpening (METHOD=3).")
-                net, scale = DetailInjection(_statistics(info)["regression"]), 1.0
+                stats = _statistics(info)
+                net, scale = DetailInjection(stats["regression"]), 1.0
         else:
             report = (lambda f: progress(0.7 * f)) if progress else None
+            stats = _statistics(info)
             net, scale, res, t_train = adapt_inf(hsi_path, msi_path, adapt_iterations, info=info, device=device,
                                                  preset=preset, weights=weights, patch=patch, batch=batch, lr=lr,
-                                                 seed=seed, progress=report, is_cancelled=is_cancelled, log=log)
+                                                 seed=seed, stats=stats, progress=report,
+                                                 is_cancelled=is_cancelled, log=log)
         name = "INF (scene-adapted)"
         if int(back_projection) > 0:
-            check = check_back_projection(info, _statistics(info)["regression"], int(back_projection))
+            stats = stats or _statistics(info)
+            check = check_back_projection(info, stats["regression"], int(back_projection))
             if check["helps"]:
                 log(f"Back-projection onto the HSI ({int(back_projection)} iterations): on the pair degraded once "
                     f"more it lowers the regression's error {check['error_start']:.5f} -> "
