@@ -606,7 +606,8 @@ def inf_fusion(hsi_path, msi_path, output_path, *, adapt_iterations=300, adapter
                                                  preset=preset, weights=weights, patch=patch, batch=batch, lr=lr,
                                                  seed=seed, stats=stats, progress=report,
                                                  is_cancelled=is_cancelled, log=log)
-        name = "INF (scene-adapted)"
+        name = ("the regression hypersharpening (INF's fallback)" if isinstance(net, DetailInjection)
+                else "INF (scene-adapted)")
         if int(back_projection) > 0:
             stats = stats or _statistics(info)
             check = check_back_projection(info, stats["regression"], int(back_projection))
