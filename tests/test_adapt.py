@@ -28,11 +28,21 @@ def test_adapter_file_and_card(adapter):
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "panadapter-adapter" and payload["bands"] == 4 and payload["ratio"] == 2
     assert card["iterations"] == 30 and card["trained_parameters"] > 0
-    assert card["sam_weight"] == 3.0    # the spectral-angle term's default weight (adapt.SAM_WEIGHT)
     assert np.isfinite(card["last_loss"])
-    assert card["consistency"] == 1.0   # the full-resolution spectral term is on by default
-    assert card["spatial"] == 0.3       # and so is the D_s-like one,
-    assert 0.0 < card["spatial_tolerance"] < 1.0  # down to the D_s the scene shows one scale down
+    # from the bundled multi-sensor weights: the reduced-resolution loss alone (adapt.MULTI_SENSOR_DEFAULTS)
+    assert (card["sam_weight"], card["consistency"], card["spatial"]) == (0.0, 0.0, 0.0)
+    assert card["spatial_tolerance"] is None
+
+
+def test_adaptation_from_other_weights_keeps_the_full_resolution_terms(pair, tmp_path):
+    """From weights that are not the multi-sensor ones (here none: random initialisation) the defaults are the
+    ones measured for them: the spectral angle (adapt.SAM_WEIGHT), the full-resolution spectral term and the
+    D_s-like term down to the D_s the scene shows one scale down."""
+    pan, ms = pair
+    card = finetune_scene(pan, ms, str(tmp_path / "s.pt"), sensor=8, iterations=3, patch=32, batch=2,
+                          device="cpu", base_weights=None)
+    assert (card["sam_weight"], card["consistency"], card["spatial"]) == (3.0, 1.0, 0.3)
+    assert 0.0 < card["spatial_tolerance"] < 1.0
 
 
 def test_consistency_terms_change_what_is_learned(pair, tmp_path):
@@ -62,7 +72,7 @@ def test_khan_spectral_form_is_recorded_and_changes_what_is_learned(pair, tmp_pa
     for form in ("wald", "khan"):
         out = str(tmp_path / f"{form}.pt")
         cards.append(finetune_scene(pan, ms, out, sensor=8, iterations=3, patch=32, batch=2, device="cpu",
-                                    spectral_form=form))
+                                    spectral_form=form, consistency=1.0))
     assert [c["spectral_form"] for c in cards] == ["wald", "khan"]
     assert cards[0]["check"]["ergas_adapted"] != cards[1]["check"]["ergas_adapted"]
     with pytest.raises(PansharpenError, match="Unknown spectral term form 'qnr'"):

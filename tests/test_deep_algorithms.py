@@ -32,10 +32,10 @@ def test_finetune_writes_an_adapter_file(adapter):
     assert payload["format"] == "panadapter-adapter"
     assert (payload["bands"], payload["ratio"], payload["sensor"], payload["stage"]) == (4, 2, 8, 2)
     assert payload["card"]["stage_iterations"] == [18, 6]
-    assert payload["card"]["spectral_form"] == "wald"  # SPECTRAL_TERM's default
-    assert payload["card"]["sam_weight"] == 3.0        # SAM_WEIGHT empty: PanAdapter's default
-    assert payload["card"]["spatial"] == 0.3           # SPATIAL_WEIGHT empty: adapt.SPATIAL_WEIGHT
-    assert payload["card"]["spatial_tolerance"] >= 0
+    assert payload["card"]["spectral_form"] is None    # no full-resolution spectral term: none recorded
+    # SAM_WEIGHT, SPECTRAL_TERM_WEIGHT and SPATIAL_WEIGHT empty: from the bundled multi-sensor weights, the
+    # reduced-resolution loss alone (adapt.MULTI_SENSOR_DEFAULTS)
+    assert (payload["card"]["sam_weight"], payload["card"]["consistency"], payload["card"]["spatial"]) == (0, 0, 0)
 
 
 def test_panadapter_with_the_adapter_follows_the_pan_grid(adapter, crop, tmp_path, panadapter_provider):
@@ -108,13 +108,13 @@ def test_finetune_ssdiff_then_ssdiff_algorithm(crop, tmp_path, panadapter_provid
     adapter = str(tmp_path / "s.pt")
     result = processing.run("panadapter:finetune", {"PAN": pan, "MS": ms, "SENSOR": 8, "MODEL": 1,
                                                     "ITERATIONS": 8, "SPECTRAL_TERM": 1, "SAM_WEIGHT": 0.5,
-                                                    "SPATIAL_WEIGHT": 0,
+                                                    "SPATIAL_WEIGHT": 0, "SPECTRAL_TERM_WEIGHT": 0.5,
                                                     "DEVICE": 1, "OUTPUT": adapter})
     assert result["ITERATIONS_DONE"] == 8 and np.isfinite(result["FINAL_LOSS"])
     payload = torch.load(adapter, weights_only=True)
     assert payload["model"] == "ssdiff" and payload["bands"] == 4
     assert payload["card"]["spectral_form"] == "khan"  # SPECTRAL_TERM 1
-    assert payload["card"]["sam_weight"] == 0.5
+    assert payload["card"]["sam_weight"] == 0.5 and payload["card"]["consistency"] == 0.5  # SPECTRAL_TERM_WEIGHT
     assert payload["card"]["spatial"] == 0.0 and payload["card"]["spatial_tolerance"] is None  # SPATIAL_WEIGHT 0
     outs = []
     for i, seed in enumerate((3, 3)):

@@ -165,23 +165,25 @@ def test_the_fast_preset_runs_at_ratio_3_where_its_tokens_need_8_ms_pixel_tiles(
 
 
 
-def test_an_adapter_too_small_to_check_gives_the_base(data_dir, tmp_path, untrained):
-    """A pair too small to set a part aside (QuickBird rr_test_0: 64 x 64 MS, one training window): the adapter
-    cannot be checked, is recorded as such, and panadapter:panadapter gives its classical base and says why."""
-    d = data_dir / "pretraining" / "qb_abfnet" / "rr_test_0"
+def test_an_adapter_too_small_to_check_gives_the_zero_shot_result(data_dir, tmp_path):
+    """A pair too small to set a part aside (GaoFen-2 test_rr_0, one training window): the adapter cannot be
+    checked, is recorded as such, and panadapter:panadapter gives what it gives without an adapter (there the
+    pre-trained model passes its check one scale down, so not the classical base) and says why."""
+    d = data_dir / "pretraining" / "gf2_panformer" / "test_rr_0"
     if not (d / "pan.tif").is_file():
         pytest.skip("pretraining data not found")
     pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
     adapter, logs = str(tmp_path / "a.pt"), []
-    card = finetune_scene(pan, ms, adapter, sensor=3, iterations=10, base_weights=untrained, consistency=0,
+    card = finetune_scene(pan, ms, adapter, sensor=7, iterations=10, consistency=0, device="cpu",
                           log=logs.append)
     assert card["check"] is None and any("cannot be checked" in line for line in logs)
-    out, classical, logs = tmp_path / "adapted.tif", tmp_path / "base.tif", []
-    sharpen_scene(pan, ms, str(out), adapter=adapter, weights_path=untrained, sensor=3, float32=True,
-                  log=logs.append)
+    out, zero_shot, classical, logs = tmp_path / "adapted.tif", tmp_path / "zero.tif", tmp_path / "base.tif", []
+    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=7, float32=True, device="cpu", log=logs.append)
     assert any("could not be checked" in line for line in logs)
-    pansharpen(pan, ms, str(classical), card["base_method"], sensor=3, float32=True)
-    np.testing.assert_allclose(_read(out), _read(classical), rtol=1e-5, atol=1e-4)
+    sharpen_scene(pan, ms, str(zero_shot), sensor=7, float32=True, device="cpu")
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=7, float32=True)
+    np.testing.assert_allclose(_read(out), _read(zero_shot), rtol=1e-5, atol=1e-4)
+    assert np.abs(_read(out) - _read(classical)).max() > 1e-2
 
 
 def test_an_adaptation_that_does_not_improve_on_the_pretrained_model_keeps_it(data_dir, tmp_path):

@@ -51,6 +51,15 @@ SAM_WEIGHT = {"panadapter": 3.0, "ssdiff": 0.0}
 # lr 1e-3: Zhengzhou 2.256). Adapted on the full pairs with 3000, HQNR Zhengzhou 0.9682, FuseBox 10 0.9488 (best
 # classical 0.9553, 0.8517); FuseBox 10 with 600: 0.9586
 ITERATIONS = {"panadapter": 600, "ssdiff": 3000, "inf": 600}
+# PanAdapter adapted from the bundled multi-sensor weights: the reduced-resolution L1 loss alone (no spectral
+# angle, no full-resolution terms), measured from those weights (docs/BENCHMARKS.md, 2026-12-07). With the
+# defaults above every checked adaptation lost to the pre-trained model on the held-out part of the degraded
+# pair (held-out ERGAS, adapted / pre-trained: GeoEye-1 3.239 / 3.203, WorldView-4 2.294 / 2.043, the
+# WorldView-3 scene repeated 2 x 2 2.973 / 2.902 with the full-resolution terms alone, 3.086 with the angle
+# alone), so the adapter kept the pre-trained model; with the loss alone the adaptation beat it on all three
+# (3.197, 2.038, 2.887), in 35-40 % less time. Full resolution (adapted on the full pairs): HQNR QuickBird
+# fr_test_0 0.9436 against 0.9403, WorldView-3 0.9514 against 0.9508, Sentinel-2 T49JGM 0.8829 against 0.8894
+MULTI_SENSOR_DEFAULTS = dict(sam_weight=0.0, consistency=0.0, spatial=0.0)
 SPECTRAL_FORMS = ("wald", "khan")  # the full-resolution spectral term: decimated against the MS, or Khan's form
 
 
@@ -262,7 +271,7 @@ def two_stages(net, batches, groups, iterations, stage2_share, *, minutes=None, 
 @user_errors
 def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset="small", sensor=0,
                    ms_bands=None, iterations=None, minutes=None, device="auto", base_weights="bundled",
-                   stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=None, consistency=1.0,
+                   stage2_share=0.25, patch=None, batch=8, lr=None, seed=0, sam_weight=None, consistency=None,
                    spatial=None, spectral_form="wald",
                    progress: Optional[Callable] = None,
                    is_cancelled: Optional[Callable] = None, log: Optional[Callable] = None) -> dict:
@@ -274,12 +283,14 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     by the sensor MTF and the ratio, should give back their MS (0: the reduced-resolution loss only).
     ``spectral_form``: ``"wald"`` (the fused patch, MTF-filtered and decimated, against the MS) or ``"khan"``
     (MTF-filtered at the PAN scale against the interpolated MS, as HQNR's D_lambda measures it).
-    ``spatial`` (with ``consistency``): weight of a second full-resolution term, D_s as a loss
+    ``spatial``: weight of a second full-resolution term, D_s as a loss
     (``training.datasets.spatial_consistency``): each fused band should relate to the PAN as the MS relates to
     the PAN reduced to its scale, down to the tolerance that the scene itself shows one scale down
     (``FullResolutionPatches.invariance_error``; in the card as ``spatial_tolerance``).
-    ``sam_weight``: weight of the mean spectral angle beside the reduced-resolution L1 loss (None: the model's
-    ``SAM_WEIGHT``). ``spatial`` None: ``SPATIAL_WEIGHT``. ``iterations`` None: the model's ``ITERATIONS``.
+    ``sam_weight``: weight of the mean spectral angle beside the reduced-resolution L1 loss. None for
+    ``sam_weight``, ``consistency`` and ``spatial``: ``MULTI_SENSOR_DEFAULTS`` when PanAdapter starts from
+    multi-sensor (universal) weights, else the model's ``SAM_WEIGHT``, 1 and ``SPATIAL_WEIGHT``.
+    ``iterations`` None: the model's ``ITERATIONS``.
     """
     torch = import_torch()
     log = log or (lambda msg: None)
@@ -299,16 +310,19 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                              preset=preset, device=device, batch=batch, lr=lr or 1e-3, seed=seed, sensor=sensor,
                              progress=progress, is_cancelled=is_cancelled, log=log)
     dev = select_device(device)
-    sam_weight = SAM_WEIGHT[model] if sam_weight is None else float(sam_weight)
-    spatial = SPATIAL_WEIGHT if spatial is None else float(spatial)
     for label, value in (("SAM_WEIGHT", sam_weight), ("SPATIAL_WEIGHT", spatial),
-                         ("The consistency weight", consistency)):
-        if not float(value) >= 0:   # also refuses NaN
+                         ("The full-resolution weight", consistency)):
+        if value is not None and not float(value) >= 0:   # also refuses NaN
             raise PansharpenError(f"{label} must be at least 0 (got {value}).")
     base_path = resolve_base(base_weights, model)
     base_meta = _read_weights(base_path) if base_path else None
     if isinstance(base_meta, dict) and base_meta.get("preset"):
         preset = base_meta["preset"]       # adapt the weights' own architecture
+    defaults = (MULTI_SENSOR_DEFAULTS if model == "panadapter" and base_path and _is_universal(preset) else
+                dict(sam_weight=SAM_WEIGHT[model], consistency=1.0, spatial=SPATIAL_WEIGHT))
+    sam_weight = defaults["sam_weight"] if sam_weight is None else float(sam_weight)
+    consistency = defaults["consistency"] if consistency is None else float(consistency)
+    spatial = defaults["spatial"] if spatial is None else float(spatial)
     base_method = None
     if model == "panadapter" and _is_universal(preset):
         base_method, scores = choose_base_method(pan_path, ms_path, sensor, ms_bands)
@@ -321,8 +335,9 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     held_out = crops.hold_out() if base_method else []
     if base_method and not held_out:
         log("The scene is too small to set part of it aside: the adapted model cannot be checked against the "
-            f"classical base, so panadapter:panadapter will give the {base_method} result (unchecked adaptations "
-            "made small test pairs 5-39 % worse; give a larger scene to adapt).")
+            "classical base, so panadapter:panadapter will give what it gives without an adapter (the "
+            f"pre-trained model where it beats {base_method} one scale down, else {base_method}; unchecked "
+            "adaptations made small test pairs 5-39 % worse). Give a larger scene to adapt.")
     torch.manual_seed(seed)
     net = _create(model, crops.bands, preset).to(dev)
     base = base_sha = None
@@ -338,8 +353,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
              if held_out and base is not None and model == "panadapter" else None)
     t0 = time.perf_counter()
     full, tolerance = None, 0.0
-    if consistency:
-        # full-resolution spectral consistency: the pair itself, fused and degraded, gives back its MS
+    if consistency or spatial:
+        # full-resolution terms: the pair itself, fused and degraded, gives back its MS (spectral), and D_s
         from .training.datasets import FullResolutionPatches, spatial_consistency, spectral_consistency
 
         full = FullResolutionPatches(crops.info, crops.scale, crops.patch, base_method=base_method,
@@ -356,8 +371,10 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         return b
 
     def full_resolution_terms(fused, b):
-        loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains,
-                                                         lms=b["full_lms"] if spectral_form == "khan" else None)
+        loss = 0.0
+        if consistency:
+            loss = float(consistency) * spectral_consistency(fused, b["full_ms"], crops.ratio, crops.gains,
+                                                             lms=b["full_lms"] if spectral_form == "khan" else None)
         if spatial:
             loss = loss + float(spatial) * spatial_consistency(fused, b["full_lms"], b["full_pan"],
                                                                b["full_pan_lp"], tolerance=tolerance)
@@ -556,9 +573,16 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                 log(f"This adapter did not beat its classical base {method} on the held-out part of the degraded "
                     f"pair (ERGAS {check.get('ergas_adapted', float('nan')):.4f} against "
                     f"{check.get('ergas_base', float('nan')):.4f}): the output is the {method} result.")
-            else:
-                log(f"This adapter could not be checked against its classical base {method} (its scene was too "
-                    f"small to set a part aside): the output is the {method} result.")
+                return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
+            pretrained = _adapter_origin(payload, weights_path)
+            if pretrained:
+                # unchecked: the pre-trained model it started from, with the zero-shot run's own check one
+                # scale down, is never worse than what the user had before adapting
+                log("This adapter could not be checked (its scene was too small to set a part aside): the output "
+                    "is the pre-trained model's, as without an adapter.")
+                return _scene_model(model, info, None, pretrained, log, sensor, ms_bands)
+            log(f"This adapter could not be checked against its classical base {method} (its scene was too "
+                f"small to set a part aside): the output is the {method} result.")
             return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
         if payload["card"].get("kept") == "pretrained":
             log("This adapter keeps the pre-trained model: its adaptation did not improve on it on the held-out "
@@ -593,6 +617,21 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                               "(ADAPTER).")
     net, _ = load_pretrained(model, bands, path, meta=meta)
     return net, None, f"{label} (pre-trained)", None
+
+
+def _adapter_origin(payload, weights_path):
+    """The weights an adapter was adapted from, as ``_scene_model`` takes them (``"bundled"`` for the bundled
+    default, so that the zero-shot run is the one a user gets without the adapter), or None when it was
+    trained from scratch or its weights are not at hand."""
+    if payload.get("base") is None:
+        return None
+    if weights_path not in (None, "", "bundled"):
+        return weights_path
+    found = weights.find_by_sha256(payload.get("base_sha256") or "")
+    if not found:
+        return None
+    default = resolve_base("bundled", payload.get("model", "panadapter"))
+    return "bundled" if default and os.path.samefile(found, default) else found
 
 
 def _specialist(model, bands, weights_path, sensor):

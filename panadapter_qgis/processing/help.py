@@ -289,8 +289,8 @@ DEEP_PARAMETER_HELP = {
              "algorithm of the same model.",
     "ITERATIONS": "Training steps (batches of patches of the dataset), over both stages.",
     "FINETUNE_ITERATIONS": "Training steps (batches of 8 patches). Empty: the default of the model, measured on "
-                           "development scenes: 600 for PanAdapter (3-8 minutes on a 2-core CPU; 1500 gained "
-                           "little more) and INF, 3000 for SSDiff, whose L-BAF trains one branch at a time and "
+                           "development scenes: 600 for PanAdapter (about 2 minutes for a 1-megapixel PAN on a "
+                           "2-core CPU; 1500 gained little more) and INF, 3000 for SSDiff, whose L-BAF trains one branch at a time and "
                            "kept improving up to 3000 (5-10 minutes). More iterations rarely hurt.",
     "MINUTES": "Stop after this many minutes even if the iterations are not done (0: no time limit). The "
                "adapter is written with what was learned so far.",
@@ -301,18 +301,24 @@ DEEP_PARAMETER_HELP = {
                      "D_lambda makes; measured best on full-resolution HQNR, 2-7 % worse ERGAS at reduced "
                      "resolution (see docs/BENCHMARKS.md in the plugin's repository).",
     "SAM_WEIGHT": "Weight of the spectral angle (radians) beside the loss on the degraded pair (PanAdapter and "
-                  "SSDiff). Empty: the default of the model: 3 for PanAdapter (better SAM on every measured "
-                  "scene; 0 gave a lower ERGAS on some, most on Landsat-8 Istanbul), 0 for SSDiff (3 gave better "
-                  "reduced-resolution ERGAS and SAM but a lower full-resolution HQNR). See docs/BENCHMARKS.md in "
-                  "the plugin's repository.",
+                  "SSDiff). Empty: the default: 0 for PanAdapter from the bundled multi-sensor weights (with 3 "
+                  "every adaptation that could be checked lost to the pre-trained model on the held-out part of "
+                  "the degraded pair), 3 for PanAdapter from other weights (better SAM on the Landsat-7 "
+                  "development scenes), 0 for SSDiff (3 gave better reduced-resolution ERGAS and SAM but a lower "
+                  "full-resolution HQNR). See docs/BENCHMARKS.md in the plugin's repository.",
+    "SPECTRAL_TERM_WEIGHT": "Weight of the full-resolution spectral term (the pair itself, fused and degraded, "
+                            "must give back its MS; its form: the full-resolution spectral term above). Empty: "
+                            "the default: 0 for PanAdapter from the bundled multi-sensor weights (with it the "
+                            "adaptation lost to the pre-trained model on the held-out part of the degraded pair, "
+                            "and took 35-40 % longer), 1 otherwise.",
     "SPATIAL_WEIGHT": "Weight of the full-resolution D_s term (PanAdapter and SSDiff): each fused band should "
                       "relate to the PAN as the MS relates to the PAN reduced to its scale, down to the error "
-                      "the scene itself shows one scale down. Empty: the default, 0.3, which keeps the "
-                      "full-resolution HQNR high. 0 leaves it out: sharper detail and a lower ERGAS where a "
-                      "reference exists (most on bright, high-contrast urban pixels), a lower HQNR. HQNR "
-                      "rewards leaving detail out: on reduced pairs, where the truth is known, plain "
-                      "upsampling often scores above the truth. See docs/BENCHMARKS.md in the "
-                      "plugin's repository.",
+                      "the scene itself shows one scale down. Empty: the default: 0 for PanAdapter from the "
+                      "bundled multi-sensor weights, else 0.3, which keeps the full-resolution HQNR high. 0 "
+                      "leaves it out: sharper detail and a lower ERGAS where a reference exists (most on bright, "
+                      "high-contrast urban pixels), a lower HQNR. HQNR rewards leaving detail out: on reduced "
+                      "pairs, where the truth is known, plain upsampling often scores above the truth. See "
+                      "docs/BENCHMARKS.md in the plugin's repository.",
     "FINETUNE_OUTPUT": "The adapter file to write (.pt). Give it to 'PanAdapter (deep pansharpening)' as "
                        "ADAPTER.",
     "DATASET": "A PanCollection-style HDF5 file: datasets gt, ms, lms and pan (N x bands x rows x columns), "

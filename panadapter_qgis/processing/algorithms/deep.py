@@ -183,7 +183,8 @@ class SSDiffAlgorithm(DeepAlgorithm):
 
 class FinetuneAlgorithm(DeepAlgorithm):
     ALGORITHM_ID = "finetune"
-    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "SAM_WEIGHT", "SPATIAL_WEIGHT", "DEVICE")
+    ADVANCED = ("WEIGHTS", "MINUTES", "SPECTRAL_TERM", "SPECTRAL_TERM_WEIGHT", "SAM_WEIGHT", "SPATIAL_WEIGHT",
+                "DEVICE")
     # enum order of SPECTRAL_TERM: backend.adapt.SPECTRAL_FORMS
     SPECTRAL_TERM_LABELS = ("Wald: the fused image, degraded to the MS scale, against the MS",
                             "Khan: the fused image, low-passed at the PAN scale, against the upsampled MS")
@@ -201,6 +202,9 @@ class FinetuneAlgorithm(DeepAlgorithm):
         self.add(QgsProcessingParameterEnum("SPECTRAL_TERM", tr("Full-resolution spectral term"),
                                             options=[tr(label) for label in self.SPECTRAL_TERM_LABELS],
                                             defaultValue=0))
+        self.add(QgsProcessingParameterNumber("SPECTRAL_TERM_WEIGHT",
+                                              tr("Full-resolution spectral term weight (empty: the default)"),
+                                              QgsProcessingParameterNumber.Double, optional=True, minValue=0))
         self.add(QgsProcessingParameterNumber("SAM_WEIGHT",
                                               tr("Spectral-angle weight (empty: the default of the model)"),
                                               QgsProcessingParameterNumber.Double, optional=True, minValue=0))
@@ -225,6 +229,7 @@ class FinetuneAlgorithm(DeepAlgorithm):
                          iterations=self.optional_number(parameters, "ITERATIONS", context), minutes=minutes,
                          base_weights=self.optional_file(parameters, "WEIGHTS", context) or "bundled",
                          spectral_form=SPECTRAL_FORMS[self.parameterAsEnum(parameters, "SPECTRAL_TERM", context)],
+                         consistency=self.optional_number(parameters, "SPECTRAL_TERM_WEIGHT", context),
                          sam_weight=self.optional_number(parameters, "SAM_WEIGHT", context),
                          spatial=self.optional_number(parameters, "SPATIAL_WEIGHT", context),
                          device=self.device(parameters, context))
