@@ -22,7 +22,8 @@ For each scene (``../shared/data``; nothing is copied into the repository):
   3000; L-BAF from its bundled weights) and sampled
   with ``panadapter:ssdiff`` (``--ssdiff-steps``, default 10 DDIM steps as its own; seed 0), with its own
   comparison table. ``--spectral-form`` chooses the full-resolution spectral term of both adaptations,
-  ``--spatial-weight`` the weight of their D_s term (``panadapter:finetune``'s ``SPATIAL_WEIGHT``).
+  ``--spectral-weight`` its weight (``SPECTRAL_TERM_WEIGHT``), ``--spatial-weight`` the weight of their D_s
+  term (``panadapter:finetune``'s ``SPATIAL_WEIGHT``).
 
 Seconds are the wall time of each fusion (the PAN/MS pair in, a GeoTIFF out). GRASS's i.pansharpen works on
 three bands: its rows are computed on those bands only, next to the plugin's ``upsample`` and
@@ -436,6 +437,9 @@ def main(argv=None) -> int:
     parser.add_argument("--spectral-form", default="wald",
                         help="full-resolution spectral term of the adaptations: Wald's (decimated, the default) "
                              "or Khan's (MTF low-pass at the PAN scale against the interpolated MS)")
+    parser.add_argument("--spectral-weight", type=float, default=None,
+                        help="weight of that spectral term (default: the backend's, panadapter:finetune's "
+                             "SPECTRAL_TERM_WEIGHT left empty: 0 for PanAdapter from the multi-sensor weights)")
     parser.add_argument("--spatial-weight", type=float, default=None,
                         help="weight of the full-resolution D_s term of the adaptations (default: the backend's, "
                              "panadapter:finetune's SPATIAL_WEIGHT left empty)")
@@ -452,9 +456,11 @@ def main(argv=None) -> int:
             parser.error(f"--spectral-form: use one of {', '.join(SPECTRAL_FORMS)}")
     if args.ssdiff_steps < 1:
         parser.error("--ssdiff-steps: at least 1")
-    if args.spatial_weight is not None and args.spatial_weight < 0:
-        parser.error("--spatial-weight: at least 0")
-    adapt_options = {"spectral_form": args.spectral_form, "spatial": args.spatial_weight}
+    for name, value in (("--spectral-weight", args.spectral_weight), ("--spatial-weight", args.spatial_weight)):
+        if value is not None and not value >= 0:
+            parser.error(f"{name}: at least 0")
+    adapt_options = {"spectral_form": args.spectral_form, "consistency": args.spectral_weight,
+                     "spatial": args.spatial_weight}
 
     if not os.path.isdir(DATA):
         print(f"The shared data is not here: {DATA}", file=sys.stderr)
@@ -542,6 +548,7 @@ def main(argv=None) -> int:
                    f"{model} on its Wald-degraded version: the RR pair for the RR scores, the original pair for "
                    "HQNR), starting from the bundled weights, which never saw these scenes; full-resolution "
                    f"spectral term in {args.spectral_form.capitalize()}'s form"
+                   + (f" (weight {args.spectral_weight:g})" if args.spectral_weight is not None else "")
                    + (f", D_s term weight {args.spatial_weight:g}" if args.spatial_weight is not None else "")
                    + (f"; sampled with {args.ssdiff_steps} DDIM step{'s' if args.ssdiff_steps > 1 else ''}, seed 0"
                       if model == "ssdiff" else "")

@@ -102,7 +102,7 @@ def ours_cmd(method, pan, ms, out, sensor, tile, warm=False):
 def gdal_cmd(pan, ms, out):
     argv = ["gdal_pansharpen.py", "-q", "-r", "cubic", "-threads", "ALL_CPUS", pan, ms, out]
     floating = gdal.GetDataTypeName(gdal.Open(ms).GetRasterBand(1).DataType).startswith("Float")
-    for co in CREATION + [f"PREDICTOR={3 if floating else 2}"]:
+    for co in CREATION + [f"PREDICTOR={3 if floating else 1}"]:
         argv += ["-co", co]
     # the script /usr/bin/gdal_pansharpen.py runs osgeo_utils.gdal_pansharpen.main, called here directly
     return _timed_python("from osgeo import gdal; from osgeo_utils.gdal_pansharpen import main",

@@ -10,7 +10,8 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     out = tmp_path / "quality.md"
     code = bench_quality.main(["--scenes", "wv3_cristianics", "--no-peers", "--methods", "upsample,mtf_glp_fs",
                                "--adapt-iterations", "20", "--ssdiff-iterations", "10", "--out", str(out),
-                               "--spectral-form", "khan", "--spatial-weight", "0", "--ssdiff-steps", "2",
+                               "--spectral-form", "khan", "--spectral-weight", "1", "--spatial-weight", "0",
+                               "--ssdiff-steps", "2",
                                "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text(encoding="utf-8")
@@ -29,14 +30,15 @@ def test_bench_quality_writes_a_table_per_scene_and_a_mean_table(data_dir, tmp_p
     ssdiff = [line for line in text.splitlines() if line.startswith("| ssdiff (scene-adapted) |")]
     assert len(ssdiff) == 2 and all(c.strip() not in ("", "n/a") for c in ssdiff[0].strip("|").split("|"))
     assert "## Scene-adapted SSDiff against the best classical method" in text
-    assert "spectral term in Khan's form, D_s term weight 0; sampled with 2 DDIM steps, seed 0." in text
+    assert "spectral term in Khan's form (weight 1), D_s term weight 0; sampled with 2 DDIM steps, seed 0." in text
     assert text.count("Mean ERGAS gain over the best classical method") == 2
     assert "Total wall time" in capsys.readouterr().out
-    # --spectral-form and --spatial-weight reach every adaptation, at both resolutions and for both models
+    # --spectral-form, --spectral-weight and --spatial-weight reach every adaptation, at both resolutions and
+    # for both models
     for res in ("reduced", "full"):
         for model in ("panadapter", "ssdiff"):
             card = torch.load(tmp_path / "work" / "wv3_cristianics" / res / f"{model}.pt", weights_only=True)["card"]
-            assert card["spectral_form"] == "khan", (res, model)
+            assert (card["spectral_form"], card["consistency"]) == ("khan", 1.0), (res, model)
             assert (card["spatial"], card["spatial_tolerance"]) == (0.0, None), (res, model)
 
 

@@ -289,7 +289,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     (``FullResolutionPatches.invariance_error``; in the card as ``spatial_tolerance``).
     ``sam_weight``: weight of the mean spectral angle beside the reduced-resolution L1 loss. None for
     ``sam_weight``, ``consistency`` and ``spatial``: ``MULTI_SENSOR_DEFAULTS`` when PanAdapter starts from
-    multi-sensor (universal) weights, else the model's ``SAM_WEIGHT``, 1 and ``SPATIAL_WEIGHT``.
+    multi-sensor (universal) weights, else the model's ``SAM_WEIGHT``, 1 and ``SPATIAL_WEIGHT`` (``spatial``
+    None with ``consistency`` 0: 0).
     ``iterations`` None: the model's ``ITERATIONS``.
     """
     torch = import_torch()
@@ -322,7 +323,8 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 dict(sam_weight=SAM_WEIGHT[model], consistency=1.0, spatial=SPATIAL_WEIGHT))
     sam_weight = defaults["sam_weight"] if sam_weight is None else float(sam_weight)
     consistency = defaults["consistency"] if consistency is None else float(consistency)
-    spatial = defaults["spatial"] if spatial is None else float(spatial)
+    # the D_s-like term's default goes with the spectral one: a run asked for no spectral term gets neither
+    spatial = (defaults["spatial"] if consistency else 0.0) if spatial is None else float(spatial)
     base_method = None
     if model == "panadapter" and _is_universal(preset):
         base_method, scores = choose_base_method(pan_path, ms_path, sensor, ms_bands)

@@ -267,8 +267,8 @@ class FusionJob:
             with torch.inference_mode(), _guard(m), torch_owns_the_cores():
                 writer = raster.GeoTiffWriter(output_path, info, float32, m.id)
                 try:
-                    def process(tile, data):
-                        return writer.to_output(*self.fuse_tile(tile, data))
+                    def process(tile, data):   # the fused tile is a fresh array: rounded in place
+                        return writer.to_output(*self.fuse_tile(tile, data), consume=True)
 
                     def write(tile, out):
                         writer.write(out, tile.r0 * info.ratio, tile.c0 * info.ratio)

@@ -548,10 +548,13 @@ class TiledGeoTiff:
         is_int = self.vmin is not None
         # DEFLATE level 1 compressed by all CPUs: 2-4x faster to write than the default level 6, files within
         # a few percent of its size, and readable everywhere (unlike ZSTD). 512-pixel blocks (as COGs have)
-        # compress 20-25 % faster than 256-pixel ones, the same size; small rasters keep 256.
+        # compress 20-25 % faster than 256-pixel ones, the same size; small rasters keep 256. The floating-
+        # point predictor for Float32; none for integers: the horizontal one saved 3.5 % of a uint16 file's
+        # size for 13 % more compression time, and compression is most of a classical run's CPU time
+        # (docs/BENCHMARKS.md, issue 29)
         self.block = 512 if min(rows, cols) >= 512 else 256
         options = ["TILED=YES", f"BLOCKXSIZE={self.block}", f"BLOCKYSIZE={self.block}", "COMPRESS=DEFLATE",
-                   "ZLEVEL=1", "NUM_THREADS=ALL_CPUS", f"PREDICTOR={2 if is_int else 3}", "BIGTIFF=IF_SAFER",
+                   "ZLEVEL=1", "NUM_THREADS=ALL_CPUS", f"PREDICTOR={1 if is_int else 3}", "BIGTIFF=IF_SAFER",
                    "INTERLEAVE=BAND"]
         self.rows, self.cols = rows, cols
         register_partial(self.tmp)
@@ -633,12 +636,13 @@ class GeoTiffWriter(TiledGeoTiff):
             return 0.0  # a floating-point input may hold NaN or inf: the integer output needs a nodata value
         return None
 
-    def to_output(self, fused: np.ndarray, valid: Optional[np.ndarray]) -> np.ndarray:
-        """(C, H, W) float -> output type: rounded and clipped, nodata where invalid."""
+    def to_output(self, fused: np.ndarray, valid: Optional[np.ndarray], consume: bool = False) -> np.ndarray:
+        """(C, H, W) float -> output type: rounded and clipped, nodata where invalid. ``consume``: ``fused`` is
+        the caller's own scratch array and may be rounded in place (no new array)."""
         out = fused
         if self.vmin is not None:
-            out = np.rint(out)  # a new array: clipped in place (a third faster than np.clip's copy)
-            np.clip(out, self.vmin, self.vmax, out=out)
+            out = np.rint(out, out=out if consume and out.dtype.kind == "f" else None)
+            np.clip(out, self.vmin, self.vmax, out=out)   # in place: a third faster than np.clip's copy
         out = out.astype(self.np_type, copy=False)
         if self.nodata is not None:
             nd = self.nodata
