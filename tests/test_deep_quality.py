@@ -94,3 +94,28 @@ def test_adaptation_to_another_sensor_sharpens_worldview3(data_dir, tmp_path):
         data_dir, tmp_path, "wv3_cristianics", 2, 200, checked=False)
     assert ergas < 0.5 * classical["upsample"][0], (ergas, classical["upsample"])
     assert ergas <= 1.01 * base_ergas and sam <= 1.01 * base_sam, (ergas, sam, base_ergas, base_sam)
+
+
+@pytest.mark.slow
+def test_adapting_a_landsat7_pair_keeps_the_landsat7_weights_where_they_win(data_dir, tmp_path):
+    """A held-out Landsat-7 scene's reduced pair, adapted from the multi-sensor weights: the check on the held-out
+    quarter also scores the bundled Landsat-7 weights (which the zero-shot run checks one scale down), finds them
+    better than the adapted model, the pre-trained one and the base, and records it; panadapter:panadapter with
+    that adapter then gives exactly what it gives without one, and says why."""
+    import numpy as np
+    from osgeo import gdal
+
+    pan, ms, reference, ratio, _ = reduced_pair(data_dir, tmp_path, "landsat7_fusebox/scene_15", 8, [])
+    adapter, logs = str(tmp_path / "a.pt"), []
+    card = finetune_scene(pan, ms, adapter, sensor=8, iterations=30, device="cpu", log=logs.append)
+    check = card["check"]
+    assert card["kept"] == "specialist", check
+    assert check["ergas_specialist"] < min(check["ergas_adapted"], check["ergas_pretrained"], check["ergas_base"])
+    assert any("the bundled Landsat-7 model is the best" in line for line in logs)
+    with_adapter, without, logs = tmp_path / "a.tif", tmp_path / "z.tif", []
+    sharpen_scene(pan, ms, str(with_adapter), adapter=adapter, sensor=8, float32=True, device="cpu",
+                  log=logs.append)
+    assert any("the bundled Landsat-7 model beat this adapter" in line for line in logs)
+    sharpen_scene(pan, ms, str(without), sensor=8, float32=True, device="cpu")
+    a, b = (gdal.Open(str(p)).ReadAsArray() for p in (with_adapter, without))
+    np.testing.assert_array_equal(a, b)

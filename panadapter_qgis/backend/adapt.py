@@ -417,13 +417,30 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
                 check["beats_base"] = True
             else:
                 net.load_state_dict(adapted)
+            # a Landsat pair: the bundled Landsat-7 weights, which the zero-shot run also checks, on the same quarter
+            specialist = _specialist(model, crops.bands, base_weights, sensor)
+            if specialist is not None:
+                other = specialist[0].to(dev)
+                check["ergas_specialist"] = check_against_base(other, held_out, crops, other.stage, dev)[
+                    "ergas_adapted"]
+                used = (check["ergas_pretrained"] if kept else adapted_error if check["beats_base"] else
+                        check["ergas_base"])
+                if check["ergas_specialist"] < used:
+                    kept = "specialist"   # panadapter:panadapter then runs as without an adapter
+                    check["beats_base"] = True
         figures = (f"ERGAS {check['ergas_adapted']:.4f} adapted"
                    + (f", {check['ergas_pretrained']:.4f} pre-trained" if "ergas_pretrained" in check else "")
+                   + (f", {check['ergas_specialist']:.4f} the Landsat-7 model" if "ergas_specialist" in check
+                      else "")
                    + f", {check['ergas_base']:.4f} for {base_method}")
+        verdict = {
+            "specialist": "the bundled Landsat-7 model is the best: panadapter:panadapter will run as without an "
+                          "adapter (it checks that model one scale down).",
+            "pretrained": "the pre-trained model is the best: the adaptation did not help, the adapter keeps the "
+                          "pre-trained model."}
         log(f"Check on the {check['pixels']:,} held-out pixels of the degraded pair (never trained on): {figures}: "
-            + ("the pre-trained model is the best: the adaptation did not help, the adapter keeps the pre-trained "
-               "model." if kept else "the adapted model is better and will be used." if check["beats_base"] else
-               f"the adapted model is not better; panadapter:panadapter will give the {base_method} result."))
+            + (verdict[kept] if kept else "the adapted model is better and will be used." if check["beats_base"]
+               else f"the adapted model is not better; panadapter:panadapter will give the {base_method} result."))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if base is None or k in trained}
     card = dict(iterations=sum(r.iterations for r in results), planned_iterations=iterations,
                 stage_iterations=[r.iterations for r in results],
@@ -586,6 +603,10 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
             log(f"This adapter could not be checked against its classical base {method} (its scene was too "
                 f"small to set a part aside): the output is the {method} result.")
             return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
+        if payload["card"].get("kept") == "specialist" and _adapter_origin(payload, weights_path) == "bundled":
+            log("On the held-out part of the degraded pair the bundled Landsat-7 model beat this adapter: the "
+                "output is what it is without an adapter.")
+            return _scene_model(model, info, None, "bundled", log, sensor, ms_bands)
         if payload["card"].get("kept") == "pretrained":
             log("This adapter keeps the pre-trained model: its adaptation did not improve on it on the held-out "
                 "part of the degraded pair.")
