@@ -79,6 +79,11 @@ def test_changelog_matches_metadata():
     assert versions and versions[0] == version
 
 
+def test_the_packaged_metadata_is_the_repository_metadata():
+    """QGIS reads panadapter_qgis/metadata.txt from a checkout, the zip ships the repository's: one text."""
+    assert (REPO_ROOT / "panadapter_qgis" / "metadata.txt").read_bytes() == (REPO_ROOT / "metadata.txt").read_bytes()
+
+
 def test_no_script_writes_the_readme():
     """Measurements go to docs/BENCHMARKS.md (or bench/out/), never into the README."""
     for folder in ("bench", "scripts"):

@@ -542,6 +542,7 @@ def load_adapted(adapter_path, bands=None, base_weights=None, model=None):
             raise PansharpenError(f"The adapter was made from the weights '{payload['base']}', which this "
                                   "plugin does not bundle: give that file as the base weights.")
         _load_base(net, base_path)
+        payload["base_path"] = base_path   # in memory only: the weights file the adapter was read with
     missing = set(payload["state"]) - set(net.state_dict())
     if missing:
         raise PansharpenError(f"The adapter file does not match this version of the model ({len(missing)} "
@@ -593,7 +594,7 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                     f"pair (ERGAS {check.get('ergas_adapted', float('nan')):.4f} against "
                     f"{check.get('ergas_base', float('nan')):.4f}): the output is the {method} result.")
                 return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
-            pretrained = _adapter_origin(payload, weights_path)
+            pretrained = _adapter_origin(payload)
             if pretrained:
                 # unchecked: the pre-trained model it started from, with the zero-shot run's own check one
                 # scale down, is never worse than what the user had before adapting
@@ -603,7 +604,7 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
             log(f"This adapter could not be checked against its classical base {method} (its scene was too "
                 f"small to set a part aside): the output is the {method} result.")
             return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
-        if payload["card"].get("kept") == "specialist" and _adapter_origin(payload, weights_path) == "bundled":
+        if payload["card"].get("kept") == "specialist" and _adapter_origin(payload) == "bundled":
             log("On the held-out part of the degraded pair the bundled Landsat-7 model beat this adapter: the "
                 "output is what it is without an adapter.")
             return _scene_model(model, info, None, "bundled", log, sensor, ms_bands)
@@ -642,19 +643,15 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
     return net, None, f"{label} (pre-trained)", None
 
 
-def _adapter_origin(payload, weights_path):
-    """The weights an adapter was adapted from, as ``_scene_model`` takes them (``"bundled"`` for the bundled
-    default, so that the zero-shot run is the one a user gets without the adapter), or None when it was
-    trained from scratch or its weights are not at hand."""
-    if payload.get("base") is None:
-        return None
-    if weights_path not in (None, "", "bundled"):
-        return weights_path
-    found = weights.find_by_sha256(payload.get("base_sha256") or "")
-    if not found:
+def _adapter_origin(payload):
+    """The weights an adapter was read with (``load_adapted``), as ``_scene_model`` takes them (``"bundled"``
+    for the bundled default, so that the zero-shot run is the one a user gets without the adapter), or None
+    when it was trained from scratch."""
+    path = payload.get("base_path")
+    if not path:
         return None
     default = resolve_base("bundled", payload.get("model", "panadapter"))
-    return "bundled" if default and os.path.samefile(found, default) else found
+    return "bundled" if default and os.path.samefile(path, default) else path
 
 
 def _specialist(model, bands, weights_path, sensor):
