@@ -80,7 +80,8 @@ class _SmallBatchesOnly(torch.nn.Module):
         return lms
 
 
-def test_out_of_memory_halves_the_batch_and_goes_on(small_pair, tmp_path):
+def test_out_of_memory_halves_the_batch_and_goes_on(small_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("PANADAPTER_LANES", "1")   # a GPU's path: one batch, no CPU lanes
     pan, ms = small_pair
     model, messages = _SmallBatchesOnly(), []
     job = DeepJob(pan, ms, model, sensor=8, device="cpu", log=messages.append)
@@ -92,3 +93,61 @@ def test_out_of_memory_halves_the_batch_and_goes_on(small_pair, tmp_path):
     assert np.abs(x - y).max() <= 1e-5 * np.abs(y).max()
     assert model.batches[:3] == [4, 2, 1] and set(model.batches[3:]) == {1}
     assert any("going on with batches of 1" in m for m in messages)
+
+
+def test_cpu_lanes_follow_torch_threads_the_tiles_and_the_cap(monkeypatch):
+    from panadapter_qgis.backend.device import cpu_lanes
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        monkeypatch.delenv("PANADAPTER_LANES", raising=False)
+        assert cpu_lanes("cpu", 4) == 3 and cpu_lanes("cpu", 2) == 2 and cpu_lanes("cpu", 1) == 1
+        assert cpu_lanes("cuda", 4) == 1   # one device: a batch, not lanes
+        monkeypatch.setenv("PANADAPTER_LANES", "1")
+        assert cpu_lanes("cpu", 4) == 1
+        monkeypatch.setenv("PANADAPTER_LANES", "2")
+        assert cpu_lanes("cpu", 4) == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tiles_in_lanes_give_the_pixels_of_one_lane_and_leave_the_threads_as_they_were(data_dir, tmp_path,
+                                                                                      monkeypatch):
+    """A PanAdapter with non-zero tails (so each tile's output is its own) on a real WorldView-3 crop: the
+    tiles of a batch shared among two lanes of one thread each come back in their places (the pixels of a
+    run in one lane within float rounding), and torch's thread count, in this thread and in a thread started
+    afterwards, is what it was."""
+    import threading
+
+    pan_src = data_dir / "pansharpening" / "wv3_cristianics"
+    pan, ms = str(tmp_path / "pan.tif"), str(tmp_path / "ms.tif")
+    gdal.Translate(pan, str(pan_src / "pan.tif"), srcWin=[0, 0, 384, 320])
+    gdal.Translate(ms, str(pan_src / "ms.tif"), srcWin=[0, 0, 96, 80])
+    torch.manual_seed(0)
+    net = create_model(8, "fast").eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        torch.set_num_threads(2)
+        for lanes in ("1", "2"):
+            monkeypatch.setenv("PANADAPTER_LANES", lanes)
+            out = str(tmp_path / f"lanes_{lanes}.tif")
+            DeepJob(pan, ms, net, sensor=2, device="cpu", base_method="mtf_glp_hpm").write(
+                out, float32=True, tile_size=128, batch=4)
+            outs.append(gdal.Open(out).ReadAsArray())
+        assert torch.get_num_threads() == 2
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(threads)
+    pansharpen(pan, ms, str(tmp_path / "base.tif"), "mtf_glp_hpm", sensor=2, float32=True)
+    base = gdal.Open(str(tmp_path / "base.tif")).ReadAsArray()
+    assert np.abs(outs[0] - base).max() > 1e-3 * np.abs(base).max()   # the tails act
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5 * np.abs(base).max())

@@ -7,12 +7,13 @@ tiles are moved back inside the grid), which lets them be stacked into batches. 
 under autocast (float16) and a CUDA out-of-memory error halves the batch and tries again.
 """
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
 
 from . import mtf, raster
-from .device import channels_last, describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
+from .device import channels_last, cpu_lanes, describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
 from .errors import PansharpenError, user_errors
 from .pipeline import TileSource
 from .sensors import sensor_by_index
@@ -43,6 +44,13 @@ def default_tile(model, fallback=128):
     for a model without tokens."""
     stride = token_stride(model)
     return 32 * int(stride) if stride else int(fallback)
+
+
+def default_context(model, fallback=8):
+    """MS pixels of image context around a tile: 4 for a PanAdapter (a model with ViT tokens; with 8, the output of
+    the 15 test scenes has the same ERGAS and SAM to four digits, and takes 7-26 % longer: docs/BENCHMARKS.md),
+    ``fallback`` for other models."""
+    return 4 if token_stride(model) else int(fallback)
 
 
 def uniform_tiles(rows, cols, tile, multiple=1, overlap=0):
@@ -121,7 +129,7 @@ class DeepJob:
 
     @user_errors
     def __init__(self, pan_path, ms_path, model, *, name="deep model", sensor=0, ms_bands=None, device="auto",
-                 context=8, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
+                 context=None, multiple=4, scale=None, ensemble=1, overlap=0, guide_bands=False,
                  tile_size=256, base_method=None, base_params=None, log: Optional[Callable] = None):
         torch = import_torch()
         self.info = raster.inspect_pair(pan_path, ms_path, ms_bands, guide_bands=guide_bands)
@@ -143,6 +151,7 @@ class DeepJob:
             raise PansharpenError(f"The model was built for {model.bands} bands; the MS has {bands} selected.")
         r = self.info.ratio
         self.multiple = multiple = tile_multiple(model, r, multiple)
+        context = default_context(model) if context is None else int(context)
         self.context = -(-context // multiple) * multiple           # MS pixels of image context per side
         self.overlap = int(overlap)   # MS pixels shared by neighbouring tiles, blended (0: interiors only)
         self.tile_size = int(tile_size)  # PAN pixels: the default of write() and fuse_window()
@@ -230,7 +239,27 @@ class DeepJob:
         return total / self.ensemble
 
     def fuse_tiles(self, tiles, datas):
-        """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles."""
+        """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles. On a CPU
+        with several threads the tiles are shared among lanes (``cpu_lanes``), one torch thread each."""
+        torch = self.torch
+        lanes = cpu_lanes(self.device, len(tiles))
+        if lanes == 1:
+            return self._fuse_part(tiles, datas)
+        n = len(tiles)
+        cuts = [n * i // lanes for i in range(lanes + 1)]
+        parts = [(tiles[a:b], datas[a:b]) for a, b in zip(cuts, cuts[1:])]
+        threads = torch.get_num_threads()
+
+        def lane(part):
+            torch.set_num_threads(1)    # this worker thread's own OpenMP setting
+            return self._fuse_part(*part)
+        try:
+            with ThreadPoolExecutor(lanes, thread_name_prefix="pan-lane") as pool:
+                return [f for out in pool.map(lane, parts) for f in out]
+        finally:
+            torch.set_num_threads(threads)   # the default that threads started later take
+
+    def _fuse_part(self, tiles, datas):
         torch, r, c = self.torch, self.info.ratio, self.context
         inputs = [self._inputs(d) + ((r * (t.r0 - c), r * (t.c0 - c)),) for t, d in zip(tiles, datas)]
         outs, start, batch = [], 0, min(len(inputs), self.batch_limit or len(inputs))

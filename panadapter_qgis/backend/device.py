@@ -95,6 +95,21 @@ def channels_last(device) -> bool:
             and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0")
 
 
+def cpu_lanes(device, tiles: int) -> int:
+    """How many tiles of a batch run side by side, each in its own thread with one torch thread, on
+    ``device``: on a CPU, torch's thread count (at most ``tiles``; ``PANADAPTER_LANES`` caps it), else 1. The
+    deep models are long chains of small operations; in one thread each, the cores never wait for each other
+    at the end of an operation (PanAdapter on 2 cores: docs/BENCHMARKS.md)."""
+    torch = import_torch()
+    if torch.device(device or "cpu").type != "cpu" or tiles < 2:
+        return 1
+    lanes = torch.get_num_threads()
+    cap = os.environ.get("PANADAPTER_LANES", "")
+    if cap.strip().isdigit() and int(cap) > 0:
+        lanes = min(lanes, int(cap))
+    return max(1, min(lanes, tiles))
+
+
 def describe(device) -> str:
     torch = import_torch()
     if device.type == "cuda":
