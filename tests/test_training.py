@@ -237,3 +237,68 @@ def test_training_can_be_cancelled(data_dir):
         train(model, lambda rng: crops.batch(2, rng), l1_step(1), model.set_trainable(model.STAGE1),
               iterations=100, is_cancelled=lambda: calls.append(1) or len(calls) > 3)
     assert len(calls) == 4
+
+
+def test_lanes_give_the_gradient_of_the_whole_batch(data_dir):
+    """A batch of real Wald crops shared among lanes of one torch thread each (``lane_gradients``): every
+    trained tensor's gradient and the loss are those of one backward pass over the whole batch, within float
+    rounding, with the spectral-angle term as with L1 alone; two runs give the same gradients exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from panadapter_qgis.backend.training.trainer import lane_gradients
+
+    crops, _ = _tiny_problem(data_dir)
+    torch.manual_seed(0)
+    model = create_model(3, "fast")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    batch = crops.batch(6, np.random.default_rng(3))
+    batch["base"] = batch["lms"] + 0.01
+    params = model.set_trainable(model.STAGE1 + model.STAGE2)
+    step = l1_step(2, sam_weight=3.0)
+    assert step.per_sample_mean
+    loss = step(model, batch)
+    whole = torch.autograd.grad(loss, params, allow_unused=True)   # (stage 2 does not reach every tensor)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            for lanes in (2, 3, 3):
+                for p in params:
+                    p.grad = None
+                runs.append((float(lane_gradients(model, step, batch, params, lanes, pool)),
+                             [None if p.grad is None else p.grad.clone() for p in params]))
+    finally:
+        torch.set_num_threads(threads)
+    for value, grads in runs:
+        assert value == pytest.approx(float(loss.detach()), rel=1e-5)
+        assert [g is None for g in grads] == [w is None for w in whole]
+        for g, w in zip(grads, whole):
+            if w is not None:
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6 * float(w.abs().max()) + 1e-9)
+    assert all(a is None or torch.equal(a, b) for a, b in zip(runs[1][1], runs[2][1]))
+    assert sum(float(g.abs().sum()) for g in whole if g is not None) > 0
+
+
+def test_training_in_lanes_follows_training_in_one(data_dir, monkeypatch):
+    """The training loop with lanes (two threads) and without (``PANADAPTER_LANES=1``) from the same start:
+    the same first loss, then losses within a few per cent (Adam's first steps move a tensor by the learning
+    rate whatever its gradient's size, so rounding differences grow: one thread against two, without lanes,
+    differ as much), and torch's thread count as it was."""
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        torch.set_num_threads(2)
+        for lanes in ("1", "2"):
+            monkeypatch.setenv("PANADAPTER_LANES", lanes)
+            crops, model = _tiny_problem(data_dir)
+            torch.manual_seed(0)
+            res = train(model, lambda rng: crops.batch(4, rng), l1_step(1), model.set_trainable(model.STAGE1),
+                        iterations=15, lr=1e-3)
+            runs.append(res.losses)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-5)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=0.05)

@@ -7,13 +7,14 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..device import channels_last, torch_owns_the_cores
+from ..device import channels_last, cpu_lanes, torch_owns_the_cores
 from ..errors import Cancelled
 
 
@@ -43,6 +44,8 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
     ``batches(rng)`` returns a dict of tensors; ``step(model, batch)`` returns the scalar loss. ``hooks``
     (optional) has ``before(iteration)`` (e.g. switch what trains: a parameter whose ``requires_grad`` is
     off gets no gradient and Adam leaves it alone) and ``after(iteration)`` (e.g. an EMA update).
+    A ``step`` whose loss is a mean over the batch's samples says so (``step.per_sample_mean = True``): on a
+    CPU its batch is then shared among lanes (``lane_gradients``).
     """
     device = device or torch.device("cpu")
     layout = torch.channels_last if channels_last(device) else torch.contiguous_format
@@ -66,33 +69,45 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
     losses = []
     model.train()
     it = start_it
-    for it in range(start_it, iterations):
-        if is_cancelled is not None and is_cancelled():
-            raise Cancelled("Training was cancelled; no adapter file was written.")
-        if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
-            if log:
-                log(f"Time budget of {minutes:g} min reached after {it - start_it} iterations.")
-            break
-        if hooks is not None:
-            hooks.before(it)
-        batch = {k: v.to(device).contiguous(memory_format=layout) if v.dim() == 4 else v.to(device)
-                 for k, v in batches(rng).items()}
-        loss = step(model, batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if hooks is not None:
-            hooks.after(it)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress((it + 1) / iterations)
-        if log and (it + 1) % 50 == 0:
-            log(f"iteration {it + 1}/{iterations}: loss {np.mean(losses[-50:]):.5f}")
-        if checkpoint and (it + 1) % checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimiser, it + 1, card)
-    else:
-        it = iterations - 1
+    split = getattr(step, "per_sample_mean", False) and cpu_lanes(device, 2) > 1
+    pool = ThreadPoolExecutor(cpu_lanes(device, 1 << 16), thread_name_prefix="pan-lane") if split else None
+    threads = torch.get_num_threads()
+    try:
+        for it in range(start_it, iterations):
+            if is_cancelled is not None and is_cancelled():
+                raise Cancelled("Training was cancelled; no adapter file was written.")
+            if minutes is not None and time.perf_counter() - t0 > 60 * minutes:
+                if log:
+                    log(f"Time budget of {minutes:g} min reached after {it - start_it} iterations.")
+                break
+            if hooks is not None:
+                hooks.before(it)
+            batch = {k: v.to(device).contiguous(memory_format=layout) if v.dim() == 4 else v.to(device)
+                     for k, v in batches(rng).items()}
+            optimiser.zero_grad(set_to_none=True)
+            lanes = cpu_lanes(device, _batch_size(batch)) if split else 1
+            if lanes > 1:
+                loss = lane_gradients(model, step, batch, params, lanes, pool)
+            else:
+                loss = step(model, batch)
+                loss.backward()
+            optimiser.step()
+            schedule.step()
+            if hooks is not None:
+                hooks.after(it)
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress((it + 1) / iterations)
+            if log and (it + 1) % 50 == 0:
+                log(f"iteration {it + 1}/{iterations}: loss {np.mean(losses[-50:]):.5f}")
+            if checkpoint and (it + 1) % checkpoint_every == 0:
+                save_checkpoint(checkpoint, model, optimiser, it + 1, card)
+        else:
+            it = iterations - 1
+    finally:
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(threads)   # the default that threads started later take
     model.eval()
     done = it + 1 if losses else start_it
     if checkpoint:
@@ -100,6 +115,38 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
     tail = losses[-20:] or [float("nan")]
     return TrainResult(done, time.perf_counter() - t0, losses[0] if losses else float("nan"),
                        float(np.mean(tail)), losses)
+
+
+def _batch_size(batch):
+    return max((v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.dim() == 4), default=1)
+
+
+def lane_gradients(model, step, batch, params, lanes, pool):
+    """The gradient of ``step``'s loss (a mean over the samples) on ``batch``, computed in ``lanes`` threads of
+    one torch thread each, each on a share of the samples (its loss weighted by its share), and summed in a
+    fixed order into the parameters' ``grad``: the gradient of the whole batch within float rounding, and the
+    same at every run. Returns the batch's loss (detached). On a CPU the small operations of these models
+    leave two threads waiting for each other; two lanes keep both cores busy (docs/BENCHMARKS.md)."""
+    n = _batch_size(batch)
+    cuts = [n * i // lanes for i in range(lanes + 1)]
+    params = [p for p in params if p.requires_grad]   # a hook may have switched some off
+
+    def lane(i):
+        torch.set_num_threads(1)   # this worker thread's own OpenMP setting
+        part = {k: v[cuts[i]:cuts[i + 1]] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
+                for k, v in batch.items()}
+        loss = step(model, part) * ((cuts[i + 1] - cuts[i]) / n)
+        return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+
+    done = list(pool.map(lane, range(lanes)))
+    for j, p in enumerate(params):
+        grads = [g[j] for _, g in done if g[j] is not None]
+        if grads:
+            total = grads[0]
+            for g in grads[1:]:
+                total = total + g
+            p.grad = total
+    return sum(loss for loss, _ in done)
 
 
 def save_checkpoint(path, model, optimiser, iteration, card=None):
@@ -127,4 +174,5 @@ def l1_step(stage=None, sam_weight=0.0):
         if sam_weight:
             loss = loss + sam_weight * spectral_angle(pred, b["gt"])
         return loss
+    step.per_sample_mean = True   # L1 and the angle are means over samples of one size
     return step
