@@ -212,3 +212,52 @@ def test_an_adaptation_that_does_not_improve_on_the_pretrained_model_keeps_it(da
             tile_size=default_tile(net)).write(str(pretrained), float32=True)
     a, b = _read(out), _read(pretrained)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+def test_an_adaptation_from_the_landsat7_weights_is_checked_against_the_classical_base(data_dir, tmp_path):
+    """Adapting from other pre-trained weights than the multi-sensor ones (the Landsat-7 weights, 6 bands, on
+    the 8-band WorldView-3 test scene, with a learning rate that diverges): the adaptation chooses the
+    classical base too, checks the adapted and the pre-trained model against it on the held-out part of the
+    degraded pair, and panadapter:panadapter gives the base where neither beats it, and says why."""
+    from panadapter_qgis.backend import weights
+    from panadapter_qgis.backend.classical_base import CANDIDATES
+
+    d = data_dir / "pansharpening" / "wv3_cristianics"
+    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
+    adapter, logs = str(tmp_path / "from_landsat7.pt"), []
+    card = finetune_scene(pan, ms, adapter, sensor=2, iterations=20, lr=5.0, consistency=0, device="cpu",
+                          base_weights=str(weights.LANDSAT7_PANADAPTER), log=logs.append)
+    check = card["check"]
+    assert card["base_method"] in CANDIDATES and check["pixels"] > 0
+    assert not check["ergas_adapted"] <= check["ergas_base"]                # diverged (NaN) or worse
+    assert check["ergas_pretrained"] > check["ergas_base"] and card["kept"] is None
+    assert check["beats_base"] is False
+    assert any("checked against it" in line for line in logs)
+    out, classical, logs = tmp_path / "out.tif", tmp_path / "base.tif", []
+    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=2, float32=True, device="cpu", log=logs.append)
+    assert any("did not beat its classical base" in line for line in logs), logs
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=2, float32=True)
+    a, b = _read(out), _read(classical)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+def test_an_unchecked_adapter_from_weights_of_another_band_count_gives_the_classical_base(data_dir, tmp_path):
+    """A pair too small to set a part aside (GaoFen-2 test_rr_0, 4 bands) adapted from the 6-band Landsat-7
+    weights: unchecked, and those weights do not run on 4 bands without an adapter, so panadapter:panadapter
+    gives the classical base (not an error, not the unchecked model)."""
+    from panadapter_qgis.backend import weights
+
+    d = data_dir / "pretraining" / "gf2_panformer" / "test_rr_0"
+    if not (d / "pan.tif").is_file():
+        pytest.skip("pretraining data not found")
+    pan, ms = str(d / "pan.tif"), str(d / "ms.tif")
+    adapter = str(tmp_path / "a.pt")
+    card = finetune_scene(pan, ms, adapter, sensor=7, iterations=10, consistency=0, device="cpu",
+                          base_weights=str(weights.LANDSAT7_PANADAPTER))
+    assert card["check"] is None and card["base_method"]
+    out, classical, logs = tmp_path / "out.tif", tmp_path / "base.tif", []
+    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=7, float32=True, device="cpu", log=logs.append)
+    assert any("could not be checked against its classical base" in line for line in logs), logs
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=7, float32=True)
+    a, b = _read(out), _read(classical)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()

@@ -97,10 +97,11 @@ def choose_base_method(pan_path, ms_path, sensor=0, ms_bands=None):
     return choose(pan_path, ms_path, sensor, ms_bands)
 
 
-def _base_message(method, scores):
+def _base_message(method, scores, residual=True):
     listed = ", ".join(f"{m} {e:.3f}" for m, e in sorted(scores.items(), key=lambda kv: kv[1]))
     return (f"Classical base: {method}, the best on the pair degraded by Wald's protocol (ERGAS: {listed}); the "
-            "deep model adds its residual to it.")
+            + ("deep model adds its residual to it." if residual else
+               "adapted model is checked against it and gives way to it where it does not beat it."))
 
 
 def check_against_base(net, windows, crops, stage, device):
@@ -326,9 +327,11 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
     # the D_s-like term's default goes with the spectral one: a run asked for no spectral term gets neither
     spatial = (defaults["spatial"] if consistency else 0.0) if spatial is None else float(spatial)
     base_method = None
-    if model == "panadapter" and _is_universal(preset):
+    if model == "panadapter" and (_is_universal(preset) or base_path):
+        # from pre-trained weights of another preset (the Landsat-7 ones) the classical base is what the
+        # adapted model is checked against; the multi-sensor (universal) model also adds its residual to it
         base_method, scores = choose_base_method(pan_path, ms_path, sensor, ms_bands)
-        log(_base_message(base_method, scores))
+        log(_base_message(base_method, scores, residual=_is_universal(preset)))
     # no patch given: the model's own (PATCH), the nearest multiple of the ratio and the token stride
     crops = SceneCrops(pan_path, ms_path, sensor=sensor, ms_bands=ms_bands, patch=patch or PATCH[model],
                        nearest=not patch, base_method=base_method, multiple=_token_stride(model, preset))
@@ -336,10 +339,12 @@ def finetune_scene(pan_path, ms_path, output_path, *, model="panadapter", preset
         log(f"The scene is small: training patches of {crops.patch} instead of {crops.wanted} MS pixels.")
     held_out = crops.hold_out() if base_method else []
     if base_method and not held_out:
+        without = (f"the pre-trained model where it beats {base_method} one scale down, else {base_method}"
+                   if _is_universal(preset) else
+                   f"the pre-trained model on its own band count, else {base_method}")
         log("The scene is too small to set part of it aside: the adapted model cannot be checked against the "
-            "classical base, so panadapter:panadapter will give what it gives without an adapter (the "
-            f"pre-trained model where it beats {base_method} one scale down, else {base_method}; unchecked "
-            "adaptations made small test pairs 5-39 % worse). Give a larger scene to adapt.")
+            f"classical base, so panadapter:panadapter will give what it gives without an adapter ({without}; "
+            "unchecked adaptations made small test pairs 5-39 % worse). Give a larger scene to adapt.")
     torch.manual_seed(seed)
     net = _create(model, crops.bands, preset).to(dev)
     base = base_sha = None
@@ -595,6 +600,8 @@ def _scene_model(model, info, adapter, weights_path, log, sensor=0, ms_bands=Non
                     f"{check.get('ergas_base', float('nan')):.4f}): the output is the {method} result.")
                 return BaseOnly(bands), payload["scale"], f"{method} (the adapter's classical base)", method
             pretrained = _adapter_origin(payload)
+            if pretrained and not _runs_without_adapter(pretrained, model, bands):
+                pretrained = None   # weights of another band count that need an adapter: the base
             if pretrained:
                 # unchecked: the pre-trained model it started from, with the zero-shot run's own check one
                 # scale down, is never worse than what the user had before adapting
@@ -652,6 +659,15 @@ def _adapter_origin(payload):
         return None
     default = resolve_base("bundled", payload.get("model", "panadapter"))
     return "bundled" if default and os.path.samefile(path, default) else path
+
+
+def _runs_without_adapter(weights_path, model, bands):
+    """Whether ``panadapter:panadapter`` runs these weights without an adapter on ``bands`` bands (the
+    bundled or universal ones on any band count; others on their own band count only)."""
+    if weights_path == "bundled":
+        return True
+    meta = _read_weights(weights_path)
+    return _is_universal(meta.get("preset")) or meta.get("bands") == bands
 
 
 def _specialist(model, bands, weights_path, sensor):

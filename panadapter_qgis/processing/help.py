@@ -253,11 +253,12 @@ DEEP_ALGORITHMS = {
         "'PanAdapter (deep pansharpening)' or 'SSDiff (diffusion pansharpening)'. Only parts of the model "
         "learn: for PanAdapter the band heads, the prior modules, the adapters and the decoders, with the "
         "pre-trained backbones frozen; for SSDiff its two branches in turn, the other one frozen (L-BAF). "
-        "PanAdapter learns on three quarters of the degraded pair and is then checked on the quarter it never "
-        "saw against the classical method it starts from and against the pre-trained model before adaptation; "
+        "PanAdapter (from any pre-trained weights) learns on three quarters of the degraded pair and is then "
+        "checked on the quarter it never saw against the best classical method for the pair (which the "
+        "multi-sensor model starts from) and against the pre-trained model before adaptation; "
         "the log gives the three errors, and the adapter records which of the three to use (a pair too small "
         "to spare a quarter cannot be checked: its adapter gives what PanAdapter gives without one). "
-        "Takes minutes on a CPU (PanAdapter: about 2 for a 1-megapixel PAN on 2 cores) and seconds on a GPU; "
+        "Takes minutes on a CPU (PanAdapter: about 1 for a 1-megapixel PAN on 2 cores) and seconds on a GPU; "
         "cancel at any time (no file is written)."),
     "inf_fusion": MethodHelp(
         "Hyperspectral-multispectral fusion (INF)",
@@ -292,9 +293,9 @@ DEEP_PARAMETER_HELP = {
              "algorithm of the same model.",
     "ITERATIONS": "Training steps (batches of patches of the dataset), over both stages.",
     "FINETUNE_ITERATIONS": "Training steps (batches of 8 patches). Empty: the default of the model, measured on "
-                           "development scenes: 600 for PanAdapter (about 2 minutes for a 1-megapixel PAN on a "
-                           "2-core CPU; 1500 gained little more) and INF, 3000 for SSDiff, whose L-BAF trains one branch at a time and "
-                           "kept improving up to 3000 (5-10 minutes). More iterations rarely hurt.",
+                           "development scenes: 600 for PanAdapter (about 1 minute for a 1-megapixel PAN on a "
+                           "2-core CPU; 1200 gained nothing on three training pairs) and INF, 3000 for SSDiff, whose L-BAF trains one branch at a time and "
+                           "kept improving up to 3000 (5-11 minutes).",
     "MINUTES": "Stop after this many minutes even if the iterations are not done (0: no time limit). The "
                "adapter is written with what was learned so far.",
     "SPECTRAL_TERM": "How the adaptation checks the spectra of the full-resolution pair itself (PanAdapter and "
