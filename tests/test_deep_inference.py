@@ -151,3 +151,38 @@ def test_tiles_in_lanes_give_the_pixels_of_one_lane_and_leave_the_threads_as_the
     base = gdal.Open(str(tmp_path / "base.tif")).ReadAsArray()
     assert np.abs(outs[0] - base).max() > 1e-3 * np.abs(base).max()   # the tails act
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5 * np.abs(base).max())
+
+
+class _ThreadRecorder(torch.nn.Module):
+    """Returns the LMS and records, for each call, its batch size, torch's thread count in its thread and
+    whether that thread is a lane's."""
+
+    bands = 3
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, ms, lms, pan, ratio):
+        import threading
+        self.calls.append((ms.shape[0], torch.get_num_threads(),
+                           threading.current_thread().name.startswith("pan-lane")))
+        return lms
+
+
+@pytest.mark.parametrize("batch, lanes, share", [(2, 2, 2), (4, 4, 1)])
+def test_lanes_share_torchs_threads(small_pair, tmp_path, monkeypatch, batch, lanes, share):
+    """With 4 torch threads, a batch of 2 tiles runs in 2 lanes of 2 threads and a batch of 4 in 4 lanes of 1:
+    no core is left idle on a CPU with more cores than the batch has tiles."""
+    monkeypatch.delenv("PANADAPTER_LANES", raising=False)
+    pan, ms = small_pair
+    model = _ThreadRecorder()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        DeepJob(pan, ms, model, sensor=8, device="cpu").write(str(tmp_path / "f.tif"), tile_size=64, batch=batch)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+    in_lanes = [c for c in model.calls if c[2]]   # (a last batch of one tile runs in this thread)
+    assert len(in_lanes) >= lanes and all(c[:2] == (1, share) for c in in_lanes)

@@ -13,7 +13,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import mtf, raster
-from .device import channels_last, cpu_lanes, describe, import_torch, is_cuda_oom, select_device, torch_owns_the_cores
+from .device import (channels_last, cpu_lanes, describe, import_torch, is_cuda_oom, select_device,
+                     torch_owns_the_cores)
 from .errors import PansharpenError, user_errors
 from .pipeline import TileSource
 from .sensors import sensor_by_index
@@ -47,9 +48,9 @@ def default_tile(model, fallback=128):
 
 
 def default_context(model, fallback=8):
-    """MS pixels of image context around a tile: 4 for a PanAdapter (a model with ViT tokens; with 8, the output of
-    the 15 test scenes has the same ERGAS and SAM to four digits, and takes 7-26 % longer: docs/BENCHMARKS.md),
-    ``fallback`` for other models."""
+    """MS pixels of image context around a tile: 4 for a PanAdapter (a model with ViT tokens; with 8, the
+    output of the 15 test scenes has the same ERGAS and SAM to four digits, and takes 7-26 % longer:
+    docs/BENCHMARKS.md), ``fallback`` for other models."""
     return 4 if token_stride(model) else int(fallback)
 
 
@@ -240,7 +241,8 @@ class DeepJob:
 
     def fuse_tiles(self, tiles, datas):
         """Fused interiors (C, r*rows, r*cols) float32 numpy, in physical units, of same-size tiles. On a CPU
-        with several threads the tiles are shared among lanes (``cpu_lanes``), one torch thread each."""
+        with several threads the tiles are shared among lanes (``cpu_lanes``), each with its share of torch's
+        threads."""
         torch = self.torch
         lanes = cpu_lanes(self.device, len(tiles))
         if lanes == 1:
@@ -251,7 +253,7 @@ class DeepJob:
         threads = torch.get_num_threads()
 
         def lane(part):
-            torch.set_num_threads(1)    # this worker thread's own OpenMP setting
+            torch.set_num_threads(max(1, threads // lanes))    # this worker thread's own OpenMP setting
             return self._fuse_part(*part)
         try:
             with ThreadPoolExecutor(lanes, thread_name_prefix="pan-lane") as pool:

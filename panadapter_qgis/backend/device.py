@@ -96,10 +96,10 @@ def channels_last(device) -> bool:
 
 
 def cpu_lanes(device, tiles: int) -> int:
-    """How many tiles of a batch run side by side, each in its own thread with one torch thread, on
-    ``device``: on a CPU, torch's thread count (at most ``tiles``; ``PANADAPTER_LANES`` caps it), else 1. The
-    deep models are long chains of small operations; in one thread each, the cores never wait for each other
-    at the end of an operation (PanAdapter on 2 cores: docs/BENCHMARKS.md)."""
+    """How many tiles of a batch run side by side, each in its own thread with its share of torch's threads
+    (one on 2 cores), on ``device``: on a CPU, torch's thread count (at most ``tiles``; ``PANADAPTER_LANES``
+    caps it), else 1. The deep models are long chains of small operations; in one thread each, the cores
+    never wait for each other at the end of an operation (PanAdapter on 2 cores: docs/BENCHMARKS.md)."""
     torch = import_torch()
     if torch.device(device or "cpu").type != "cpu" or tiles < 2:
         return 1

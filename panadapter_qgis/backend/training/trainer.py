@@ -122,17 +122,18 @@ def _batch_size(batch):
 
 
 def lane_gradients(model, step, batch, params, lanes, pool):
-    """The gradient of ``step``'s loss (a mean over the samples) on ``batch``, computed in ``lanes`` threads of
-    one torch thread each, each on a share of the samples (its loss weighted by its share), and summed in a
+    """The gradient of ``step``'s loss (a mean over the samples) on ``batch``, computed in ``lanes`` threads
+    with their share of torch's threads (one each on 2 cores), each on a share of the samples (its loss weighted by its share), and summed in a
     fixed order into the parameters' ``grad``: the gradient of the whole batch within float rounding, and the
     same at every run. Returns the batch's loss (detached). On a CPU the small operations of these models
     leave two threads waiting for each other; two lanes keep both cores busy (docs/BENCHMARKS.md)."""
     n = _batch_size(batch)
     cuts = [n * i // lanes for i in range(lanes + 1)]
     params = [p for p in params if p.requires_grad]   # a hook may have switched some off
+    share = max(1, torch.get_num_threads() // lanes)
 
     def lane(i):
-        torch.set_num_threads(1)   # this worker thread's own OpenMP setting
+        torch.set_num_threads(share)   # this worker thread's own OpenMP setting
         part = {k: v[cuts[i]:cuts[i + 1]] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
                 for k, v in batch.items()}
         loss = step(model, part) * ((cuts[i + 1] - cuts[i]) / n)
