@@ -233,10 +233,16 @@ def test_an_adaptation_from_the_landsat7_weights_is_checked_against_the_classica
     assert check["ergas_pretrained"] > check["ergas_base"] and card["kept"] is None
     assert check["beats_base"] is False
     assert any("checked against it" in line for line in logs)
+    _assert_the_adapter_gives_its_base(pan, ms, adapter, card, 2, tmp_path, "did not beat its classical base")
+
+
+def _assert_the_adapter_gives_its_base(pan, ms, adapter, card, sensor, tmp_path, says):
+    """panadapter:panadapter with ``adapter`` gives the classical result of the adapter's base method and its
+    log says ``says``."""
     out, classical, logs = tmp_path / "out.tif", tmp_path / "base.tif", []
-    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=2, float32=True, device="cpu", log=logs.append)
-    assert any("did not beat its classical base" in line for line in logs), logs
-    pansharpen(pan, ms, str(classical), card["base_method"], sensor=2, float32=True)
+    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=sensor, float32=True, device="cpu", log=logs.append)
+    assert any(says in line for line in logs), logs
+    pansharpen(pan, ms, str(classical), card["base_method"], sensor=sensor, float32=True)
     a, b = _read(out), _read(classical)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
 
@@ -255,9 +261,5 @@ def test_an_unchecked_adapter_from_weights_of_another_band_count_gives_the_class
     card = finetune_scene(pan, ms, adapter, sensor=7, iterations=10, consistency=0, device="cpu",
                           base_weights=str(weights.LANDSAT7_PANADAPTER))
     assert card["check"] is None and card["base_method"]
-    out, classical, logs = tmp_path / "out.tif", tmp_path / "base.tif", []
-    sharpen_scene(pan, ms, str(out), adapter=adapter, sensor=7, float32=True, device="cpu", log=logs.append)
-    assert any("could not be checked against its classical base" in line for line in logs), logs
-    pansharpen(pan, ms, str(classical), card["base_method"], sensor=7, float32=True)
-    a, b = _read(out), _read(classical)
-    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+    _assert_the_adapter_gives_its_base(pan, ms, adapter, card, 7, tmp_path,
+                                       "could not be checked against its classical base")
