@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import mtf, raster
-from .device import (channels_last, cpu_lanes, describe, import_torch, is_cuda_oom, select_device,
+from .device import (channels_last, cpu_lanes, describe, import_torch, is_cuda_oom, map_lanes, select_device,
                      torch_owns_the_cores)
 from .errors import PansharpenError, user_errors
 from .pipeline import TileSource
@@ -247,19 +247,14 @@ class DeepJob:
         lanes = cpu_lanes(self.device, len(tiles))
         if lanes == 1:
             return self._fuse_part(tiles, datas)
-        n = len(tiles)
-        cuts = [n * i // lanes for i in range(lanes + 1)]
-        parts = [(tiles[a:b], datas[a:b]) for a, b in zip(cuts, cuts[1:])]
         threads = torch.get_num_threads()
-
-        def lane(part):
-            torch.set_num_threads(max(1, threads // lanes))    # this worker thread's own OpenMP setting
-            return self._fuse_part(*part)
         try:
             with ThreadPoolExecutor(lanes, thread_name_prefix="pan-lane") as pool:
-                return [f for out in pool.map(lane, parts) for f in out]
+                outs = map_lanes(pool, lambda a, b: self._fuse_part(tiles[a:b], datas[a:b]), len(tiles), lanes,
+                                 threads)
         finally:
             torch.set_num_threads(threads)   # the default that threads started later take
+        return [f for out in outs for f in out]
 
     def _fuse_part(self, tiles, datas):
         torch, r, c = self.torch, self.info.ratio, self.context

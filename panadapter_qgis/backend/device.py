@@ -5,6 +5,7 @@ import ctypes
 import os
 import sys
 import threading
+from typing import Optional
 
 from .errors import PansharpenError
 
@@ -95,19 +96,34 @@ def channels_last(device) -> bool:
             and os.environ.get("PANADAPTER_CHANNELS_LAST", "1") != "0")
 
 
-def cpu_lanes(device, tiles: int) -> int:
+def cpu_lanes(device, tiles: Optional[int] = None) -> int:
     """How many tiles of a batch run side by side, each in its own thread with its share of torch's threads
-    (one on 2 cores), on ``device``: on a CPU, torch's thread count (at most ``tiles``; ``PANADAPTER_LANES``
-    caps it), else 1. The deep models are long chains of small operations; in one thread each, the cores
-    never wait for each other at the end of an operation (PanAdapter on 2 cores: docs/BENCHMARKS.md)."""
+    (one on 2 cores), on ``device``: on a CPU, torch's thread count (at most ``tiles``, unless None;
+    ``PANADAPTER_LANES`` caps it), else 1. The deep models are long chains of small operations; in one thread
+    each, the cores never wait for each other at the end of an operation (PanAdapter on 2 cores:
+    docs/BENCHMARKS.md)."""
     torch = import_torch()
-    if torch.device(device or "cpu").type != "cpu" or tiles < 2:
+    if torch.device(device or "cpu").type != "cpu" or (tiles is not None and tiles < 2):
         return 1
     lanes = torch.get_num_threads()
     cap = os.environ.get("PANADAPTER_LANES", "")
     if cap.strip().isdigit() and int(cap) > 0:
         lanes = min(lanes, int(cap))
-    return max(1, min(lanes, tiles))
+    return max(1, lanes if tiles is None else min(lanes, tiles))
+
+
+def map_lanes(pool, fn, count: int, lanes: int, threads: int):
+    """``[fn(start, stop) for each of lanes contiguous shares of range(count)]``, each share in a thread of
+    ``pool`` that runs torch on its share of ``threads`` (``cpu_lanes``); the caller restores its own thread
+    count afterwards (``torch.set_num_threads(threads)``: the default that threads started later take)."""
+    torch = import_torch()
+    per_lane = max(1, threads // lanes)
+    shares = [(count * i // lanes, count * (i + 1) // lanes) for i in range(lanes)]
+
+    def lane(share):
+        torch.set_num_threads(per_lane)   # this worker thread's own OpenMP setting
+        return fn(*share)
+    return list(pool.map(lane, shares))
 
 
 def describe(device) -> str:

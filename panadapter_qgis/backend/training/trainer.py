@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..device import channels_last, cpu_lanes, torch_owns_the_cores
+from ..device import channels_last, cpu_lanes, map_lanes, torch_owns_the_cores
 from ..errors import Cancelled
 
 
@@ -69,8 +69,8 @@ def train(model, batches: Callable, step: Callable, params: Sequence[torch.nn.Pa
     losses = []
     model.train()
     it = start_it
-    split = getattr(step, "per_sample_mean", False) and cpu_lanes(device, 2) > 1
-    pool = ThreadPoolExecutor(cpu_lanes(device, 1 << 16), thread_name_prefix="pan-lane") if split else None
+    split = getattr(step, "per_sample_mean", False) and cpu_lanes(device) > 1
+    pool = ThreadPoolExecutor(cpu_lanes(device), thread_name_prefix="pan-lane") if split else None
     threads = torch.get_num_threads()
     try:
         for it in range(start_it, iterations):
@@ -123,23 +123,20 @@ def _batch_size(batch):
 
 def lane_gradients(model, step, batch, params, lanes, pool):
     """The gradient of ``step``'s loss (a mean over the samples) on ``batch``, computed in ``lanes`` threads
-    with their share of torch's threads (one each on 2 cores), each on a share of the samples (its loss weighted by its share), and summed in a
-    fixed order into the parameters' ``grad``: the gradient of the whole batch within float rounding, and the
-    same at every run. Returns the batch's loss (detached). On a CPU the small operations of these models
-    leave two threads waiting for each other; two lanes keep both cores busy (docs/BENCHMARKS.md)."""
+    with their share of torch's threads (one each on 2 cores; ``device.map_lanes``), each on a share of the
+    samples (its loss weighted by its share), and summed in a fixed order into the parameters' ``grad``: the
+    gradient of the whole batch within float rounding, and the same at every run. Returns the batch's loss
+    (detached). On a CPU the small operations of these models leave two threads waiting for each other; two
+    lanes keep both cores busy (docs/BENCHMARKS.md)."""
     n = _batch_size(batch)
-    cuts = [n * i // lanes for i in range(lanes + 1)]
     params = [p for p in params if p.requires_grad]   # a hook may have switched some off
-    share = max(1, torch.get_num_threads() // lanes)
 
-    def lane(i):
-        torch.set_num_threads(share)   # this worker thread's own OpenMP setting
-        part = {k: v[cuts[i]:cuts[i + 1]] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
-                for k, v in batch.items()}
-        loss = step(model, part) * ((cuts[i + 1] - cuts[i]) / n)
+    def lane(a, b):
+        part = {k: v[a:b] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()}
+        loss = step(model, part) * ((b - a) / n)
         return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
 
-    done = list(pool.map(lane, range(lanes)))
+    done = map_lanes(pool, lane, n, lanes, torch.get_num_threads())
     for j, p in enumerate(params):
         grads = [g[j] for _, g in done if g[j] is not None]
         if grads:
